@@ -1,0 +1,173 @@
+"""The public, pure style-transfer API: encode, decode, encode_style and apply.
+
+`params` is {"encoder": ..., "decoder": ...}, each a Linen parameter tree of models.py
+(what `weights.load_params` returns). Every function is pure and works under jax.jit,
+jax.vmap and jax.grad.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from adain_jax import ops
+from adain_jax.models import CONTENT_LAYER, Decoder, Encoder, feature_size
+
+COLOR_MODES = ("coral", "luminance")
+
+
+class StyleStats(NamedTuple):
+    """Encoded style: channel mean and std of f(s) at relu4_1, each (S, C).
+
+    Made by `encode_style`; pass it to `apply` as `style` to reuse one style for many
+    contents without encoding it again.
+    """
+
+    mean: jax.Array
+    std: jax.Array
+
+
+def encode(params, images, taps: str | Sequence[str] = CONTENT_LAYER):
+    """f(images): VGG-19 activations. A single tap name gives an array, a sequence a dict."""
+    names = (taps,) if isinstance(taps, str) else tuple(taps)
+    feats = Encoder(taps=names).apply({"params": params["encoder"]}, jnp.asarray(images))
+    return feats[taps] if isinstance(taps, str) else feats
+
+
+def decode(params, t, size: tuple[int, int] | None = None):
+    """g(t): relu4_1 features to an RGB image; `size` crops to an exact (H, W).
+
+    The decoder doubles three times, so an H x W content gives 8*ceil(H/8) rows; the
+    top-left H x W block is aligned with the content (ceil-mode pooling pads at the end).
+    """
+    image = Decoder().apply({"params": params["decoder"]}, t)
+    if size is not None:
+        image = image[:, : size[0], : size[1], :]
+    return image
+
+
+def _batched(images):
+    images = jnp.asarray(images)
+    if images.ndim == 3:
+        return images[None], True
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected NHWC or HWC RGB images, got shape {images.shape}")
+    return images, False
+
+
+def _color_mode(preserve_color):
+    if preserve_color in (False, None):
+        return None
+    if preserve_color is True:
+        return "coral"
+    if preserve_color not in COLOR_MODES:
+        raise ValueError(f"preserve_color must be False, True, 'coral' or 'luminance', "
+                         f"got {preserve_color!r}")
+    return preserve_color
+
+
+def encode_style(params, style) -> StyleStats:
+    """Encode style image(s) (S, H, W, 3) once: relu4_1 mean and std, each (S, C)."""
+    style, _ = _batched(style)
+    return StyleStats(*ops.mean_std(encode(params, style)))
+
+
+def _style_items(style, multi: bool):
+    """Normalise `style` to a list of (B, H, W, 3) arrays: one per style when `multi`."""
+    if isinstance(style, (list, tuple)) and not isinstance(style, StyleStats):
+        items = [_batched(s)[0] for s in style]
+    else:
+        items = [_batched(style)[0]]
+    if multi:
+        items = [s[i : i + 1] for s in items for i in range(s.shape[0])]
+    return items
+
+
+def _style_stats(params, style, content, color_mode, multi: bool):
+    """Style statistics: (S, C) pairwise, or (N or 1, K, C) for K styles."""
+    if isinstance(style, StyleStats):
+        if color_mode is not None:
+            raise ValueError("preserve_color needs style images, not pre-encoded StyleStats")
+        mean, std = jnp.asarray(style.mean), jnp.asarray(style.std)
+        return (mean[None], std[None]) if multi else (mean, std)
+
+    prepare = {"coral": ops.coral, "luminance": ops.match_luminance}.get(color_mode)
+    stats = []
+    for s in _style_items(style, multi):
+        if prepare is not None:
+            if s.shape[0] == 1:
+                s = jax.vmap(lambda c, s0=s[0]: prepare(s0, c))(content)
+            elif s.shape[0] == content.shape[0]:
+                s = jax.vmap(prepare)(s, content)
+            else:
+                raise ValueError(f"{s.shape[0]} styles for {content.shape[0]} contents")
+        stats.append(ops.mean_std(encode(params, s)))
+    if not multi:
+        return tuple(jnp.concatenate(parts) for parts in zip(*stats))
+    # Each style's stats are (1 or N, C); stack the K styles on axis 1.
+    n = max(m.shape[0] for m, _ in stats)
+    stack = lambda xs: jnp.stack([jnp.broadcast_to(x, (n,) + x.shape[1:]) for x in xs], axis=1)
+    return stack([m for m, _ in stats]), stack([s for _, s in stats])
+
+
+def _check_alpha(alpha):
+    try:
+        value = float(alpha)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return  # traced under jit/grad: the caller owns the range
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {value}")
+
+
+def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
+          preserve_color=False):
+    """Stylise `content` with `style`: T(c, s, alpha) = g((1 - alpha) f(c) + alpha AdaIN(f(c), f(s))).
+
+    content: (N, H, W, 3) or (H, W, 3) in [0, 1]. The output has the same shape.
+    style: images (S, Hs, Ws, 3) with S = 1 (shared) or N (paired), a list of such arrays
+        (sizes may differ), or a `StyleStats` from `encode_style`.
+    alpha: content-style trade-off, Eq. 14.
+    style_weights: K weights over K styles: interpolation, Eq. 15 (normalised to sum 1).
+    masks: (K, H, W) or (N, K, H, W) in content-image space, one per style: spatial
+        control (Fig. 10), values in [0, 1], soft allowed.
+    preserve_color: False; True or "coral" (CORAL on the style image, as the reference
+        port); "luminance" (stylise luminance only, keep the content's chroma).
+    """
+    content, unbatched = _batched(content)
+    n, h, w, _ = content.shape
+    _check_alpha(alpha)
+    color_mode = _color_mode(preserve_color)
+    if style_weights is not None and masks is not None:
+        raise ValueError("give style_weights or masks, not both")
+    multi = style_weights is not None or masks is not None
+
+    content_in = ops.luminance_image(content) if color_mode == "luminance" else content
+    content_feat = encode(params, content_in)
+    style_mean, style_std = _style_stats(params, style, content, color_mode, multi)
+
+    if masks is not None:
+        masks = jnp.asarray(masks, content_feat.dtype)
+        masks = masks[None] if masks.ndim == 3 else masks
+        if masks.shape[1] != style_mean.shape[1] or masks.shape[-2:] != (h, w):
+            raise ValueError(f"masks must be (K, {h}, {w}) with K = {style_mean.shape[1]} "
+                             f"styles, got {masks.shape}")
+        masks = ops.resize_nearest(masks, feature_size(h), feature_size(w))
+        t = ops.masked_adain(content_feat, style_mean, style_std, masks)
+    else:
+        if style_weights is not None:
+            if len(style_weights) != style_mean.shape[1]:
+                raise ValueError(f"{len(style_weights)} style weights for "
+                                 f"{style_mean.shape[1]} styles")
+            style_mean, style_std = ops.interpolate_stats(style_mean, style_std, style_weights)
+        if style_mean.shape[0] not in (1, n):
+            raise ValueError(f"{style_mean.shape[0]} styles for {n} content images")
+        style_mean = jnp.broadcast_to(style_mean, (n,) + style_mean.shape[1:])
+        style_std = jnp.broadcast_to(style_std, (n,) + style_std.shape[1:])
+        t = ops.adain_from_stats(content_feat, *ops.mean_std(content_feat), style_mean, style_std)
+
+    t = ops.blend_alpha(t, content_feat, alpha)
+    out = decode(params, t, size=(h, w))
+    if color_mode == "luminance":
+        out = ops.recombine_luminance(out, content)
+    return out[0] if unbatched else out
