@@ -8,6 +8,7 @@ from adain_jax import _xla
 
 _xla.configure()  # must run before JAX initialises its backends
 
+from adain_jax.losses import loss  # noqa: E402
 from adain_jax.models import (CONTENT_LAYER, DECODER_LAYERS, ENCODER_LAYERS,  # noqa: E402
                               STYLE_LAYERS, init_params)
 from adain_jax.ops import adain, coral  # noqa: E402

@@ -133,7 +133,7 @@ def luminance_image(img):
 def match_luminance(style_img, content_img):
     """Style luminance image with the content luminance's mean and std (Gatys et al. 2016)."""
     ys, yc = rgb_to_yiq(style_img)[..., 0], rgb_to_yiq(content_img)[..., 0]
-    ys = (ys - ys.mean()) / (ys.std() + EPS) * yc.std() + yc.mean()
+    ys = (ys - ys.mean()) * (yc.std() / jnp.maximum(ys.std(), 1e-8)) + yc.mean()  # flat style: no NaN
     return jnp.broadcast_to(ys[..., None], style_img.shape)
 
 

@@ -1,0 +1,279 @@
+"""Stylising image files and folders: the logic behind stylize.py.
+
+`plan_jobs` expands the content and style arguments into output jobs (one per content x
+style, or one per content for a set of several style files, which are interpolated or,
+with masks, spatially combined); `run` stylises them with weights loaded once and returns
+the failures instead of stopping at the first bad file.
+
+Each image goes through one jitted `transfer.apply`; jit compiles again for every new
+image size (the first image of each size is slower), and reuses the compiled function
+for repeated sizes. Without colour preservation a style is encoded once, with
+`encode_style`, however many contents use it.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from adain_jax import images, transfer
+from adain_jax.models import feature_size
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = Path("output")
+DEFAULT_SIZE = 512  # shorter side of content and style, as the reference test script
+# Reflection padding needs at least 2 pixels on every axis at every encoder level, and the
+# unbiased std at relu4_1 at least 2 positions: the smallest side with feature_size >= 2.
+# Smaller images are upscaled to it for processing and the output is resized back.
+MIN_SIDE = next(side for side in range(1, 64) if feature_size(side) >= 2)
+# ITU-R 601 luma, the weights PIL uses for mode "L": masks given as RGB become gray.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class UsageError(ValueError):
+    """Arguments that cannot work together; str() is one line."""
+
+
+class Job(NamedTuple):
+    content: Path
+    styles: tuple[Path, ...]
+    output: Path
+
+
+class Failure(NamedTuple):
+    job: Job
+    message: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How each job is stylised; the defaults are stylize.py's."""
+
+    alpha: float = 1.0
+    style_weights: tuple[float, ...] | None = None
+    masks: tuple[Path, ...] | None = None
+    preserve_color: str | None = None  # None, "coral" or "luminance"
+    content_size: int = DEFAULT_SIZE
+    style_size: int = DEFAULT_SIZE
+    crop: bool = False
+
+
+def list_images(path, role: str) -> list[Path]:
+    """A file as itself; a folder as its image files (by extension, sorted, not recursive)."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir()
+                       if p.is_file() and images.is_image_path(p) and not p.name.startswith("."))
+        if not found:
+            raise UsageError(f"{path}: no {role} images in this folder (looked for "
+                             f"{', '.join(images.IMAGE_EXTENSIONS)})")
+        return found
+    if not path.exists():
+        raise UsageError(f"{path}: no such {role} file or folder")
+    return [path]
+
+
+def output_name(content: Path, styles: Sequence[Path], ext: str) -> str:
+    """`{content}_stylized_{style1}[_{style2}...].{ext}`."""
+    return f"{content.stem}_stylized_{'_'.join(s.stem for s in styles)}.{ext}"
+
+
+def _check_settings(settings: Settings, styles: Sequence[Path], style_is_folder: bool):
+    if not 0.0 <= settings.alpha <= 1.0:
+        raise UsageError(f"--alpha must be in [0, 1], got {settings.alpha}")
+    for name in ("content_size", "style_size"):
+        if getattr(settings, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (0 keeps the size)")
+    if settings.preserve_color not in (None, *transfer.COLOR_MODES):
+        raise UsageError(f"--preserve-color must be one of {transfer.COLOR_MODES}")
+    for flag, values in (("--style-weights", settings.style_weights),
+                         ("--mask", settings.masks)):
+        if values is None:
+            continue
+        if style_is_folder:
+            raise UsageError(f"{flag} needs style files, not a style folder")
+        if len(values) != len(styles):
+            raise UsageError(f"{flag} got {len(values)} values for {len(styles)} styles; "
+                             "give one per style")
+    if settings.style_weights is not None and settings.masks is not None:
+        raise UsageError("give --style-weights or --mask, not both")
+    if settings.style_weights is not None:
+        if min(settings.style_weights) < 0 or sum(settings.style_weights) <= 0:
+            raise UsageError("--style-weights must be >= 0 with a positive sum")
+
+
+def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
+              settings: Settings = Settings()) -> list[Job]:
+    """Expand content and style paths (files or folders) into output jobs.
+
+    One style folder gives one output per style; several style files give one combined
+    output per content. `output` ending in an image extension is the output file (only
+    for a single output); anything else is a folder (default `output/`).
+    """
+    styles = [Path(s) for s in styles]
+    if not styles:
+        raise UsageError("give at least one --style")
+    folder_styles = [s for s in styles if s.is_dir()]
+    if folder_styles and len(styles) > 1:
+        raise UsageError(f"{folder_styles[0]}: a style folder cannot be combined with other "
+                         "styles; give one folder, or several style files")
+    _check_settings(settings, styles, bool(folder_styles))
+    contents = list_images(content, "content")
+    if folder_styles:
+        style_sets = [(s,) for s in list_images(folder_styles[0], "style")]
+    else:
+        style_sets = [tuple(list_images(s, "style")[0] for s in styles)]
+
+    ext = ext.lower().lstrip(".")
+    if f".{ext}" not in images.SAVE_FORMATS:
+        raise UsageError(f"--ext {ext}: cannot write that format; use one of "
+                         f"{', '.join(s.lstrip('.') for s in images.SAVE_FORMATS)}")
+    count = len(contents) * len(style_sets)
+    output = DEFAULT_OUTPUT if output is None else Path(output)
+    if images.is_image_path(output):
+        if count != 1:
+            raise UsageError(f"--output {output} names one file, but this run makes {count} "
+                             "outputs; give a folder instead")
+        try:
+            images.save_format(output)
+        except images.ImageError as err:
+            raise UsageError(str(err)) from None
+        jobs = [Job(contents[0], style_sets[0], output)]
+    else:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"--output {output}: exists and is not a folder")
+        jobs = [Job(c, s, output / output_name(c, s, ext)) for c in contents for s in style_sets]
+
+    inputs = {p.resolve(): p for p in [*contents, *styles, *(settings.masks or ())]}
+    seen = {}
+    for job in jobs:
+        target = job.output.resolve()
+        if target in inputs:
+            raise UsageError(f"{job.output}: the output would overwrite input "
+                             f"{inputs[target]}; choose another --output")
+        if target in seen:
+            raise UsageError(f"{job.output}: both {seen[target].content} and {job.content} "
+                             "would be written there; rename one")
+        seen[target] = job
+    return jobs
+
+
+# --- stylising ------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("preserve_color",))
+def _stylize(params, content, style, alpha, style_weights, masks, preserve_color):
+    out = transfer.apply(params, content, style, alpha, style_weights=style_weights,
+                         masks=masks, preserve_color=preserve_color)
+    return jnp.clip(out, 0.0, 1.0)
+
+
+_encode_style = jax.jit(transfer.encode_style)
+
+
+def prepare(loaded: images.LoadedImage, size: int, crop: bool):
+    """Reference preprocessing: Resize(size) (0 keeps), then a centre square if `crop`."""
+    rgb, alpha = images.resize_shorter(loaded.rgb, size, loaded.alpha)
+    if crop:
+        rgb, alpha = images.center_crop_square(rgb, alpha)
+    return rgb, alpha
+
+
+def fit_min_side(rgb: np.ndarray) -> np.ndarray:
+    """Upscale (bilinear) so the shorter side is at least MIN_SIDE; larger images unchanged."""
+    height, width = rgb.shape[:2]
+    if min(height, width) >= MIN_SIDE:
+        return rgb
+    return images.resize(rgb, *images.resized_shape(height, width, MIN_SIDE))
+
+
+def load_mask(path, height: int, width: int) -> np.ndarray:
+    """A mask image as (height, width) float32 in [0, 1] (nearest resize; soft values kept)."""
+    rgb = images.load_image(path).rgb
+    return images.resize_nearest(rgb @ _LUMA, height, width).astype(np.float32)
+
+
+class _Styles:
+    """Style images and statistics, each loaded and encoded once per run."""
+
+    def __init__(self, params, settings: Settings):
+        self.params, self.settings = params, settings
+        self._images, self._stats = {}, {}
+
+    def image(self, path: Path) -> np.ndarray:
+        if path not in self._images:
+            try:
+                rgb, _ = prepare(images.load_image(path), self.settings.style_size,
+                                 self.settings.crop)
+                self._images[path] = fit_min_side(rgb)
+            except images.ImageError as err:
+                self._images[path] = err  # fail every job of this style, read it once
+        value = self._images[path]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def stats(self, path: Path) -> transfer.StyleStats:
+        if path not in self._stats:
+            self._stats[path] = _encode_style(self.params, self.image(path))
+            self._images.pop(path)  # the statistics are all later jobs need
+        return self._stats[path]
+
+    def for_apply(self, paths: Sequence[Path]):
+        """What `apply` takes as `style`: stacked StyleStats, or images for colour matching."""
+        if self.settings.preserve_color:
+            return [jnp.asarray(self.image(p)) for p in paths]
+        stats = [self.stats(p) for p in paths]
+        return transfer.StyleStats(*(jnp.concatenate(parts) for parts in zip(*stats)))
+
+
+def stylize_job(params, job: Job, settings: Settings, styles: _Styles) -> None:
+    """Stylise one job and write its output; raises ImageError for a bad input file."""
+    rgb, alpha = prepare(images.load_image(job.content), settings.content_size, settings.crop)
+    height, width = rgb.shape[:2]
+    content = fit_min_side(rgb)
+    masks = None
+    if settings.masks is not None:
+        masks = jnp.asarray(np.stack([load_mask(m, *content.shape[:2]) for m in settings.masks]))
+    style_weights = settings.style_weights
+    if style_weights is None and masks is None and len(job.styles) > 1:
+        style_weights = (1.0,) * len(job.styles)  # equal interpolation weights
+    out = _stylize(params, jnp.asarray(content), styles.for_apply(job.styles),
+                   jnp.float32(settings.alpha),
+                   None if style_weights is None else jnp.asarray(style_weights, jnp.float32),
+                   masks, settings.preserve_color or False)
+    out = np.asarray(out)
+    if out.shape[:2] != (height, width):
+        out = np.clip(images.resize(out, height, width), 0.0, 1.0)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    images.save_image(job.output, out, alpha)
+
+
+def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
+        progress: bool | None = None) -> list[Failure]:
+    """Stylise every job, going on past bad files; returns the failures (empty if none).
+
+    progress: show a tqdm bar on stderr; by default when there are several jobs.
+    """
+    params = jax.device_put(params)  # once, not on every call
+    styles = _Styles(params, settings)
+    failures = []
+    show = len(jobs) > 1 if progress is None else progress
+    for job in tqdm(jobs, disable=not show, file=sys.stderr, unit="image", leave=False):
+        try:
+            stylize_job(params, job, settings, styles)
+        except images.ImageError as err:
+            failures.append(Failure(job, str(err)))
+        except jax.errors.JaxRuntimeError as err:  # e.g. out of memory for one huge image
+            failures.append(Failure(job, f"{job.content}: {str(err).splitlines()[0]}"))
+        else:
+            log.info("wrote %s", job.output)
+    return failures
