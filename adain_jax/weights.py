@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -114,12 +115,13 @@ def torch_load_state_dict(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{path}: refused, the file holds pickled objects other than "
-                           f"tensors (weights_only load failed: {first})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        why = f"it would call {found.group(1)}" if found else "objects other than tensors"
+        raise WeightsError(f"{path}: refused, the pickle holds code to run ({why}); "
+                           "only state dicts of tensors are loaded") from None
     except Exception as err:  # zip/format errors from a corrupt or non-torch file
-        raise WeightsError(f"{path}: not a readable PyTorch file ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise WeightsError(f"{path}: not a PyTorch state-dict file, or a corrupt one "
+                           f"({type(err).__name__})") from None
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -150,12 +152,19 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
 
 
 def save_params(params: Mapping, path, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write params ({"encoder", ["decoder"]}) to one safetensors file, atomically."""
+    """Write params ({"encoder", ["decoder"]}) to one safetensors file, atomically.
+
+    The metadata records the encoder architecture ("vgg19", "densenet121") detected from
+    the parameter names.
+    """
     from safetensors.numpy import save_file
+
+    # architectures imports densenet.py, which imports this module: import it late.
+    from adain_jax.architectures import detect
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "encoder": "vgg19"}
+    meta = {"format": FORMAT, "encoder": detect(params).name}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
