@@ -1,9 +1,10 @@
 """Training input: every content image paired with a random style image, as uint8 crops.
 
-As in the paper (Sec. 7), each image is resized so that its shorter side is `resize` (512)
-with its aspect ratio kept, then a random `crop_size` (256) square is cut out; content and
-style are treated alike. `resize_mode="square"` instead squashes to `resize` x `resize`
-before the crop, as the PyTorch port's training script does. No flips, like both references.
+As in the paper's training setup, each image is resized so that its shorter side is
+`resize` (512) with its aspect ratio kept (bilinear, antialiased when shrinking), then a
+random `crop_size` (256) square is cut out; content and style are treated alike.
+`resize_mode="square"` instead squashes to `resize` x `resize` before the crop, as the
+PyTorch port's training script does. No flips, like both references.
 
 Content comes from a TFDS dataset (`tfds="coco/2017"`, any split; the first `Image`
 feature is used) or from a folder tree; styles come from a folder tree. Files that cannot
@@ -27,7 +28,10 @@ becomes a marker element, which is counted and dropped in the consuming process 
 batching, so the count is exact even with `workers > 0` worker processes. Decoding runs in
 `threads` threads of the training process by default (PIL releases the GIL while decoding
 and resizing); `workers` moves it into that many processes when one host's Python is the
-bottleneck. The batches are the same either way.
+bottleneck. The batches are the same either way, but the iterator state's layout depends
+on `workers`, so resume with the value the checkpoint was written with. Worker processes
+are spawned, so a script using them needs the `if __name__ == "__main__":` guard. Large
+JPEGs are decoded at a reduced DCT scale while both sides stay >= 2 * `resize`.
 """
 from __future__ import annotations
 
@@ -53,7 +57,8 @@ RESIZE_MODES = ("shorter", "square")
 # A pair whose style image fails is retried with other random styles up to this many
 # times in all, then with every style in turn.
 STYLE_TRIES = 32
-# More consecutive unreadable pairs than this means the data, not a few files, is broken.
+# More consecutive unreadable content images than this means the data, not a few files,
+# is broken: raise rather than spin.
 MAX_CONSECUTIVE_SKIPS = 1000
 
 
@@ -319,7 +324,8 @@ class _Pair(grain.transforms.RandomMap):
             style = self._style(j % len(self.styles), rng, skipped)
             if style is not None:
                 return {"content": content, "style": style, "skipped": tuple(skipped)}
-        return {"skipped": tuple(skipped)}
+        return {"skipped": tuple(skipped),
+                "fatal": f"none of the {len(self.styles)} style images can be read"}
 
 
 class _Tally(grain.transforms.Map):
@@ -331,11 +337,13 @@ class _Tally(grain.transforms.Map):
     def map(self, element: dict) -> dict | None:
         for key, reason in element["skipped"]:
             _record_skip(key, reason)
+        if "fatal" in element:
+            raise DataError(element["fatal"])
         if "content" not in element:
             self._run += 1
             if self._run > MAX_CONSECUTIVE_SKIPS:
-                raise DataError(f"over {MAX_CONSECUTIVE_SKIPS} consecutive content/style "
-                                "pairs were unreadable; check the data (see the warnings)")
+                raise DataError(f"over {MAX_CONSECUTIVE_SKIPS} consecutive content images "
+                                "were unreadable; check the data (see the warnings)")
             return None
         self._run = 0
         return {"content": element["content"], "style": element["style"]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EPS = 1e-5
 SPATIAL = (1, 2)
@@ -111,9 +112,11 @@ def coral(source: jax.Array, target: jax.Array) -> jax.Array:
 
 
 # YIQ (NTSC) luminance, as Gatys et al., "Preserving color in neural artistic style transfer".
-_RGB_TO_YIQ = jnp.array([[0.299, 0.587, 0.114],
+# NumPy, not jnp: a module-level jnp constant would start JAX's backends at import.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
                          [0.595716, -0.274453, -0.321263],
-                         [0.211456, -0.522591, 0.311135]], jnp.float32)
+                         [0.211456, -0.522591, 0.311135]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
 
 def rgb_to_yiq(img):
@@ -121,7 +124,7 @@ def rgb_to_yiq(img):
 
 
 def yiq_to_rgb(img):
-    return img @ jnp.linalg.inv(_RGB_TO_YIQ).T
+    return img @ _YIQ_TO_RGB.T
 
 
 def luminance_image(img):
