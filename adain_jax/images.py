@@ -92,7 +92,7 @@ def _decode(path: Path) -> Image.Image:
         except Exception as err:  # noqa: BLE001 - PIL decoders raise many types on bad data
             reason = str(err) or type(err).__name__
             if "truncated" in reason.lower():
-                reason = f"file is truncated ({reason})"
+                raise ImageError(path, f"the file is truncated ({reason})") from None
             raise ImageError(path, f"cannot decode image: {reason}") from None
 
 
@@ -115,7 +115,10 @@ def load_image(path) -> LoadedImage:
     if target == "RGB" and "transparency" in img.info and mode in ("P", "L", "RGB", "1"):
         target = "RGBA"  # palette or tRNS transparency
     if img.mode != target:
-        img = img.convert(target)
+        try:
+            img = img.convert(target)
+        except (ValueError, OSError) as err:
+            raise ImageError(path, f"cannot convert mode {mode!r} to {target}: {err}") from None
     array = np.asarray(img, dtype=np.float32) / 255.0
     alpha = array[..., 3].copy() if target == "RGBA" else None
     return LoadedImage(np.ascontiguousarray(array[..., :3]), alpha)
@@ -201,7 +204,8 @@ def save_image(path, rgb, alpha=None) -> Path:
         assert alpha.shape == rgb.shape[:2], (alpha.shape, rgb.shape)
         pixels = np.concatenate([pixels, to_uint8(alpha)[..., None]], axis=-1)
     image = Image.fromarray(pixels, "RGBA" if pixels.shape[-1] == 4 else "RGB")
-    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    # JPEG is the lossy choice; WebP is written lossless so it round-trips like PNG.
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         image.save(tmp, format=fmt, **options)

@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from adain_jax import images, transfer
@@ -139,7 +140,9 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
                          f"{', '.join(s.lstrip('.') for s in images.SAVE_FORMATS)}")
     count = len(contents) * len(style_sets)
     output = DEFAULT_OUTPUT if output is None else Path(output)
-    if images.is_image_path(output):
+    # Any extension PIL knows (.gif too) means a file, so a format we cannot write is
+    # refused instead of silently becoming a folder name.
+    if images.is_image_path(output) or output.suffix.lower() in Image.registered_extensions():
         if count != 1:
             raise UsageError(f"--output {output} names one file, but this run makes {count} "
                              "outputs; give a folder instead")
@@ -158,8 +161,8 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
     for job in jobs:
         target = job.output.resolve()
         if target in inputs:
-            raise UsageError(f"{job.output}: the output would overwrite input "
-                             f"{inputs[target]}; choose another --output")
+            raise UsageError(f"{job.output}: the output would overwrite this input file; "
+                             "choose another --output")
         if target in seen:
             raise UsageError(f"{job.output}: both {seen[target].content} and {job.content} "
                              "would be written there; rename one")
@@ -272,8 +275,10 @@ def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
             stylize_job(params, job, settings, styles)
         except images.ImageError as err:
             failures.append(Failure(job, str(err)))
+        except OSError as err:  # creating the output folder
+            failures.append(Failure(job, f"{job.output.parent}: {err.strerror or err}"))
         except jax.errors.JaxRuntimeError as err:  # e.g. out of memory for one huge image
             failures.append(Failure(job, f"{job.content}: {str(err).splitlines()[0]}"))
         else:
-            log.info("wrote %s", job.output)
+            log.debug("wrote %s", job.output)
     return failures

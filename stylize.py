@@ -1,0 +1,161 @@
+"""Stylise images with AdaIN: content x style files or folders, written as PNG files.
+
+    python stylize.py --content examples/content/harbour.jpg --style examples/style/stripes.jpg
+    python stylize.py --content examples/content --style examples/style --alpha 0.8
+    python stylize.py --content c.jpg --style a.jpg b.jpg --style-weights 2 1 --output out.png
+    python stylize.py --content c.jpg --style a.jpg b.jpg --mask left.png right.png
+    python stylize.py --content c.jpg --style a.jpg --preserve-color luminance
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+PROG = "stylize.py"
+EPILOG = """\
+outputs:
+  A content or style folder gives one output per content x style, named
+  {content}_stylized_{style}.{ext} in the --output folder. Several style files give one
+  output per content: their interpolation (Eq. 15 of the paper; equal weights unless
+  --style-weights) or, with --mask, a spatial combination; it is named after all of its
+  styles, e.g. photo_stylized_waves_stripes.png. A content image's alpha channel is
+  carried over to PNG and WebP outputs.
+
+exit status: 0 when every output was written; 1 on a usage error, a missing weights
+file, or when any output failed (each failure is listed at the end, one line per file).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line and exit status 1, like every other user error of this script
+        self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from adain_jax.download import default_weights_path
+    from adain_jax.stylize_files import DEFAULT_OUTPUT, DEFAULT_SIZE
+
+    parser = _Parser(prog=PROG, epilog=EPILOG,
+                     description="Arbitrary style transfer with AdaIN (Huang & Belongie, 2017).",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--content", required=True, metavar="PATH",
+                        help="content image file, or a folder of them")
+    parser.add_argument("--style", required=True, nargs="+", metavar="PATH",
+                        help="style image file(s), or one folder of them; several files are "
+                             "combined into one output")
+    parser.add_argument("--style-weights", nargs="+", type=float, metavar="W",
+                        help="interpolation weights, one per style file (normalised to sum "
+                             "1; default: equal)")
+    parser.add_argument("--alpha", type=_alpha, default=1.0,
+                        help="content-style trade-off in [0, 1], 1 = full style "
+                             "(default: %(default)s)")
+    parser.add_argument("--mask", nargs="+", metavar="MASK",
+                        help="spatial control: one grayscale mask image per style file, "
+                             "white = that style (resized to the content, soft values "
+                             "allowed; default: none)")
+    parser.add_argument("--preserve-color", nargs="?", const="coral",
+                        choices=("coral", "luminance"), default=None,
+                        help="keep the content's colours: 'coral' (the default when the "
+                             "flag is given alone) matches the style image's colour "
+                             "statistics to the content's, as the reference; 'luminance' "
+                             "stylises luminance only (default: off)")
+    parser.add_argument("--content-size", type=_size, default=DEFAULT_SIZE, metavar="N",
+                        help="resize the content's shorter side to N px, 0 keeps its size "
+                             "(default: %(default)s)")
+    parser.add_argument("--style-size", type=_size, default=DEFAULT_SIZE, metavar="N",
+                        help="resize the style's shorter side to N px, 0 keeps its size "
+                             "(default: %(default)s)")
+    parser.add_argument("--crop", action="store_true",
+                        help="take the central square of content and style after resizing "
+                             "(default: off)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help=f"adain-jax weights file (default: {default_weights_path()}, "
+                             "written by `python convert_weights.py --download`)")
+    parser.add_argument("--output", metavar="PATH",
+                        help="output folder, created if needed, or, for a single output, "
+                             f"a file name with an image extension (default: {DEFAULT_OUTPUT}/)")
+    parser.add_argument("--ext", default="png", choices=("png", "jpg", "jpeg", "webp", "bmp"),
+                        help="format of the files written to an output folder "
+                             "(default: %(default)s)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar or log lines, only errors (default: off)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Our own info lines only; JAX's and other libraries' stay at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("adain_jax").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from adain_jax import stylize_files
+    from adain_jax.download import default_weights_path
+    from adain_jax.weights import WeightsError, load_params
+
+    def error(message: str) -> int:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+    settings = stylize_files.Settings(
+        alpha=args.alpha,
+        style_weights=None if args.style_weights is None else tuple(args.style_weights),
+        masks=None if args.mask is None else tuple(Path(m) for m in args.mask),
+        preserve_color=args.preserve_color, content_size=args.content_size,
+        style_size=args.style_size, crop=args.crop)
+    try:
+        jobs = stylize_files.plan_jobs(args.content, args.style, output=args.output,
+                                       ext=args.ext, settings=settings)
+    except stylize_files.UsageError as err:
+        return error(f"{err} (see --help)")
+
+    weights = Path(args.weights) if args.weights else default_weights_path()
+    if not weights.is_file():
+        return error(f"{weights}: no weights file; create it with `python convert_weights.py "
+                     "--download`, or pass --weights FILE")
+    try:
+        params = load_params(weights)
+    except WeightsError as err:
+        return error(str(err))
+
+    with logging_redirect_tqdm():
+        failures = stylize_files.run(params, jobs, settings,
+                                     progress=len(jobs) > 1 and not args.quiet)
+    written = len(jobs) - len(failures)
+    if written:
+        where = jobs[0].output if len(jobs) == 1 else jobs[0].output.parent
+        logging.getLogger("adain_jax.stylize").info("wrote %d of %d outputs: %s",
+                                                     written, len(jobs), where)
+    if failures:
+        print(f"{PROG}: {len(failures)} of {len(jobs)} outputs failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure.job.output.name}: {failure.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

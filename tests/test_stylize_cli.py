@@ -1,0 +1,381 @@
+"""stylize.py and adain_jax.stylize_files: planning, outputs and errors of the command line.
+
+Expected pixels come from `adain_jax.apply` called here, eagerly, on the input pixels as
+PIL reads them (not through images.py), then quantised like torchvision's save_image.
+The CLI runs a jitted apply, so float32 results differ by ~1e-6 and a value can round to
+the neighbouring 8-bit step: tolerance 1 step (1/255), and at least 99% of values equal.
+Images are tiny and share a few sizes so that jit compiles only a handful of times.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import adain_jax
+import stylize
+from adain_jax import stylize_files
+from adain_jax.stylize_files import Settings, UsageError, plan_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W = 24, 32  # content size shared by most tests
+SMALL = ["--content-size", "0", "--style-size", "0", "-q"]
+
+
+# The reference: adain_jax.apply as a library user calls it, on style images (the CLI
+# passes pre-encoded StyleStats and clips). Jitted only because compiling the whole graph
+# is faster here than running it op by op for each new size.
+reference_apply = jax.jit(adain_jax.apply, static_argnames=("preserve_color",))
+
+
+@pytest.fixture(scope="module")
+def params():
+    """Random weights in init_params' tree, He-scaled so the output has structure.
+
+    With PyTorch's default init (init_params) activations shrink layer by layer, relu4_1 is
+    nearly constant over space and every output is one flat colour, whatever the inputs.
+    He-uniform kernels and zero biases keep content and style visible; the last conv is
+    then rescaled so a probe output has mean 0.5 and std 0.15 per channel, and clipping to
+    [0, 1] hides little. Drawn with NumPy from init_params' shapes (jax.eval_shape):
+    compiling init_params itself takes ~20 s on a busy 2-core machine.
+    """
+    rng = np.random.default_rng(0)
+
+    def he(leaf):
+        if leaf.ndim == 1:
+            return np.zeros(leaf.shape, np.float32)
+        bound = np.sqrt(6.0 / np.prod(leaf.shape[:3]))  # fan_in = kh * kw * in
+        return rng.uniform(-bound, bound, leaf.shape).astype(np.float32)
+
+    params = jax.tree.map(he, jax.eval_shape(adain_jax.init_params, jax.random.key(0)))
+    probe = np.asarray(reference_apply(params, as_float(random_image(rng, H, W)),
+                                       as_float(random_image(rng, 20, 20)), 1.0))
+    last = params["decoder"]["conv1_1"]
+    scale = 0.15 / probe.std(axis=(0, 1))  # the last conv is linear and its bias is 0
+    last["kernel"] = (last["kernel"] * scale).astype(np.float32)
+    last["bias"] = (0.5 - scale * probe.mean(axis=(0, 1))).astype(np.float32)
+    return params
+
+
+@pytest.fixture(scope="module")
+def weights(params, tmp_path_factory):
+    return str(adain_jax.save_params(params, tmp_path_factory.mktemp("w") / "rand.safetensors"))
+
+
+def write_image(path, pixels):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def random_image(rng, h, w, channels=3):
+    # smooth-ish colours plus noise, so statistics are not those of pure noise
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([x, y, 1 - x * y, np.full_like(x, 0.8)][:channels], -1) * 180
+    return np.clip(base + rng.integers(0, 76, (h, w, channels)), 0, 255).astype(np.uint8)
+
+
+def pixels(path):
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def as_float(u8):
+    return np.asarray(u8, np.float32) / 255.0
+
+
+def quantise(x):
+    """torchvision save_image: (x * 255 + 0.5) clamped to [0, 255], truncated."""
+    return np.clip(np.asarray(x, np.float64) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def assert_matches(actual, expected):
+    assert actual.shape == expected.shape
+    diff = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1, diff.max()
+    assert (diff == 0).mean() >= 0.99, (diff == 0).mean()
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Two contents and two styles of the shared sizes."""
+    rng = np.random.default_rng(1)
+    return {
+        "c1": write_image(tmp_path / "content" / "cat.png", random_image(rng, H, W)),
+        "c2": write_image(tmp_path / "content" / "dog.png", random_image(rng, H, W)),
+        "s1": write_image(tmp_path / "style" / "ink.png", random_image(rng, 20, 20)),
+        "s2": write_image(tmp_path / "style" / "oil.png",
+                          (255 - random_image(rng, 20, 20)) // 2),
+    }
+
+
+def run_cli(*argv):
+    return stylize.main([str(a) for a in argv])
+
+
+# --- single outputs and their values -------------------------------------------------------
+
+def test_single_file_equals_apply(params, weights, files, tmp_path):
+    out = tmp_path / "out.png"
+    assert run_cli("--content", files["c1"], "--style", files["s1"], "--alpha", 0.7,
+                   "--weights", weights, "--output", out, *SMALL) == 0
+    content, style = pixels(files["c1"]), pixels(files["s1"])
+    expected = reference_apply(params, as_float(content), as_float(style), 0.7)
+    result = pixels(out)
+    assert result.shape == (H, W, 3)
+    assert_matches(result, quantise(expected))
+    # the test weights give a varied output, few values clipped: the comparison is tight
+    assert ((result > 0) & (result < 255)).mean() > 0.9
+    assert result.std(axis=(0, 1)).min() > 10
+
+
+def test_style_interpolation_equals_apply(params, weights, files, tmp_path):
+    assert run_cli("--content", files["c1"], "--style", files["s1"], files["s2"],
+                   "--style-weights", 3, 1, "--weights", weights, "--output", tmp_path / "o",
+                   *SMALL) == 0
+    out = tmp_path / "o" / "cat_stylized_ink_oil.png"
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [out.name]
+    styles = [as_float(pixels(files["s1"])), as_float(pixels(files["s2"]))]
+    expected = reference_apply(params, as_float(pixels(files["c1"])), styles, 1.0,
+                               style_weights=[3.0, 1.0])
+    assert_matches(pixels(out), quantise(expected))
+    # and it is not simply one of the two styles
+    only_first = quantise(reference_apply(params, as_float(pixels(files["c1"])), styles[0],
+                                          1.0))
+    assert np.abs(pixels(out).astype(int) - only_first).mean() > 5
+
+
+def test_masks_equal_apply(params, weights, files, tmp_path):
+    # a soft horizontal ramp and its complement, as 8-bit grayscale images
+    ramp = np.tile(np.linspace(0, 255, W).round().astype(np.uint8), (H, 1))
+    m1 = write_image(tmp_path / "m1.png", ramp)
+    m2 = write_image(tmp_path / "m2.png", 255 - ramp)
+    out = tmp_path / "masked.png"
+    assert run_cli("--content", files["c1"], "--style", files["s1"], files["s2"],
+                   "--mask", m1, m2, "--weights", weights, "--output", out, *SMALL) == 0
+    styles = [as_float(pixels(files["s1"])), as_float(pixels(files["s2"]))]
+    masks = np.stack([ramp, 255 - ramp]).astype(np.float32) / 255
+    expected = reference_apply(params, as_float(pixels(files["c1"])), styles, 1.0, masks=masks)
+    assert_matches(pixels(out), quantise(expected))
+
+
+def test_preserve_color_flag_values():
+    base = ["--content", "c.png", "--style", "s.png"]
+    assert stylize.parse_args(base).preserve_color is None
+    assert stylize.parse_args(base + ["--preserve-color"]).preserve_color == "coral"
+    assert stylize.parse_args(base + ["--preserve-color", "luminance"]).preserve_color == "luminance"
+
+
+def test_tiny_content_upscaled_and_back(params, weights, files, tmp_path):
+    # 1x1 is below the smallest side the encoder supports (MIN_SIDE = 9: relu4_1 must keep
+    # at least 2x2 positions); it is processed as a constant 9x9 image and resized back.
+    assert stylize_files.MIN_SIDE == 9
+    dot = np.array([[[200, 40, 90]]], np.uint8)
+    content = write_image(tmp_path / "dot.png", dot)
+    out = tmp_path / "dot_out.png"
+    assert run_cli("--content", content, "--style", files["s1"], "--weights", weights,
+                   "--output", out, *SMALL) == 0
+    big = reference_apply(params, np.broadcast_to(as_float(dot), (9, 9, 3)),
+                          as_float(pixels(files["s1"])), 1.0)
+    assert np.isfinite(np.asarray(big)).all()
+    # back to 1x1 with PIL's bilinear (antialiased) filter, channel by channel
+    big = np.clip(np.asarray(big), 0, 1)
+    small = [np.asarray(Image.fromarray(big[..., c], "F").resize((1, 1), Image.BILINEAR))
+             for c in range(3)]
+    result = pixels(out)
+    assert result.shape == (1, 1, 3)
+    assert np.abs(result.astype(int) - quantise(np.stack(small, -1))).max() <= 1
+
+
+# --- folders, naming, failures ---------------------------------------------------------------
+
+def test_folder_by_folder_names_and_style_encoded_once(params, weights, files, tmp_path,
+                                                       monkeypatch):
+    calls = []
+    encode = stylize_files._encode_style
+    monkeypatch.setattr(stylize_files, "_encode_style",
+                        lambda p, s: calls.append(s.shape) or encode(p, s))
+    out = tmp_path / "out"
+    assert run_cli("--content", tmp_path / "content", "--style", tmp_path / "style",
+                   "--weights", weights, "--output", out, *SMALL) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cat_stylized_ink.png", "cat_stylized_oil.png",
+        "dog_stylized_ink.png", "dog_stylized_oil.png"]
+    assert len(calls) == 2  # each style once, not once per content
+    expected = reference_apply(params, as_float(pixels(files["c2"])),
+                               as_float(pixels(files["s2"])), 1.0)
+    assert_matches(pixels(out / "dog_stylized_oil.png"), quantise(expected))
+
+
+def test_folder_goes_on_past_bad_file(weights, files, tmp_path, capsys):
+    (tmp_path / "content" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tmp_path / "content" / "notes.txt").write_text("not an image, skipped")
+    out = tmp_path / "out"
+    code = run_cli("--content", tmp_path / "content", "--style", files["s1"],
+                   "--weights", weights, "--output", out, *SMALL)
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["cat_stylized_ink.png",
+                                                     "dog_stylized_ink.png"]
+    err = capsys.readouterr().err
+    failure_lines = [line for line in err.splitlines() if "broken.png" in line]
+    assert len(failure_lines) == 1 and "1 of 3 outputs failed" in err
+    assert "Traceback" not in err
+
+
+def test_bad_style_fails_its_outputs_only(weights, files, tmp_path, capsys):
+    (tmp_path / "style" / "zz_bad.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    code = run_cli("--content", files["c1"], "--style", tmp_path / "style",
+                   "--weights", weights, "--output", out, *SMALL)
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["cat_stylized_ink.png",
+                                                     "cat_stylized_oil.png"]
+    assert "zz_bad.jpg" in capsys.readouterr().err
+
+
+def test_output_name_and_ext(files, tmp_path):
+    jobs = plan_jobs(files["c1"], [files["s1"], files["s2"]], output=tmp_path / "x", ext="jpg")
+    assert [j.output for j in jobs] == [tmp_path / "x" / "cat_stylized_ink_oil.jpg"]
+    jobs = plan_jobs(tmp_path / "content", [tmp_path / "style"], output=tmp_path / "x")
+    assert len(jobs) == 4 and {j.styles for j in jobs} == {(files["s1"],), (files["s2"],)}
+    assert plan_jobs(files["c1"], [files["s1"]])[0].output == Path("output/cat_stylized_ink.png")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"output": "one.png"}, "names one file, but this run makes 4 outputs"),
+    ({"ext": "gif"}, "cannot write that format"),
+    ({"output": "one.gif"}, "names one file"),
+    ({"settings": Settings(alpha=1.5)}, "--alpha must be in [0, 1]"),
+    ({"settings": Settings(style_weights=(1.0, 2.0))}, "not a style folder"),
+])
+def test_plan_errors_folder(files, tmp_path, kwargs, message):
+    with pytest.raises(UsageError) as info:
+        plan_jobs(tmp_path / "content", [tmp_path / "style"], **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_plan_errors_files(files, tmp_path):
+    two = [files["s1"], files["s2"]]
+    with pytest.raises(UsageError, match="got 1 values for 2 styles"):
+        plan_jobs(files["c1"], two, settings=Settings(style_weights=(1.0,)))
+    with pytest.raises(UsageError, match="got 3 values for 2 styles"):
+        plan_jobs(files["c1"], two, settings=Settings(masks=(files["s1"],) * 3))
+    with pytest.raises(UsageError, match="not both"):
+        plan_jobs(files["c1"], two, settings=Settings(style_weights=(1, 1), masks=tuple(two)))
+    with pytest.raises(UsageError, match="cannot write .gif"):
+        plan_jobs(files["c1"], [files["s1"]], output=tmp_path / "one.gif")
+    with pytest.raises(UsageError, match="cannot be combined"):
+        plan_jobs(files["c1"], [files["s1"], tmp_path / "style"])
+    with pytest.raises(UsageError, match="no such content"):
+        plan_jobs(tmp_path / "missing.png", [files["s1"]])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no content images"):
+        plan_jobs(tmp_path / "empty", [files["s1"]])
+    # cat.png and cat.jpg would both write cat_stylized_ink.png
+    write_image(tmp_path / "content" / "cat.jpg", pixels(files["c1"]))
+    with pytest.raises(UsageError, match="rename one"):
+        plan_jobs(tmp_path / "content", [files["s1"]], output=tmp_path / "o")
+
+
+def test_output_file_with_several_outputs_refused(weights, files, tmp_path, capsys):
+    code = run_cli("--content", tmp_path / "content", "--style", files["s1"],
+                   "--weights", weights, "--output", tmp_path / "single.png", *SMALL)
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "names one file, but this run makes 2 outputs" in err
+    assert not (tmp_path / "single.png").exists()
+
+
+def test_output_equal_to_input_refused(weights, files, capsys):
+    before = files["c1"].read_bytes()
+    code = run_cli("--content", files["c1"], "--style", files["s1"], "--weights", weights,
+                   "--output", files["s1"], *SMALL)
+    assert code == 1
+    assert "would overwrite this input file" in capsys.readouterr().err
+    # also through a different spelling of the same path
+    other = files["c1"].parent / ".." / "content" / files["c1"].name
+    with pytest.raises(UsageError, match="overwrite"):
+        plan_jobs(files["c1"], [files["s1"]], output=other)
+    assert files["c1"].read_bytes() == before
+
+
+def test_missing_default_weights_names_command(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ADAIN_JAX_CACHE", str(tmp_path / "empty_cache"))
+    code = run_cli("--content", files["c1"], "--style", files["s1"], "--output",
+                   tmp_path / "o", *SMALL)
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert "python convert_weights.py --download" in err
+    assert str(tmp_path / "empty_cache" / "adain.safetensors") in err
+    assert "\n" not in err
+
+
+def test_alpha_out_of_range(files, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli("--content", files["c1"], "--style", files["s1"], "--alpha", 1.5)
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "--alpha" in err and "[0, 1]" in err and "1.5" in err and "\n" not in err
+
+
+# --- real processes ------------------------------------------------------------------------
+
+def _subprocess(*argv, cwd, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "stylize.py"), *map(str, argv)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_subprocess_odd_size_alpha_preserve_color(params, weights, tmp_path):
+    # one real run checks several conventions at once (each new process compiles again):
+    # the exact odd size, the content's alpha carried over, CORAL colour preservation on
+    # the content as loaded, and the default output folder.
+    rng = np.random.default_rng(2)
+    rgba = random_image(rng, 23, 37, channels=4)
+    rgba[..., 3] = rng.integers(0, 256, (23, 37))
+    content = write_image(tmp_path / "odd.png", rgba)
+    style = write_image(tmp_path / "s.png", random_image(rng, 20, 20))
+    proc = _subprocess("--content", content, "--style", style, "--weights", weights,
+                       "--content-size", 0, "--style-size", 0, "--preserve-color",
+                       cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = pixels(tmp_path / "output" / "odd_stylized_s.png")  # default output folder
+    assert out.shape == (23, 37, 4)
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])  # alpha carried, exactly
+    # RGB is stylised as stored (straight alpha, not composited)
+    expected = reference_apply(params, as_float(rgba[..., :3]), as_float(pixels(style)),
+                               1.0, preserve_color="coral")
+    assert_matches(out[..., :3], quantise(expected))
+    assert "wrote 1 of 1 outputs" in proc.stderr
+
+
+def test_subprocess_failure_has_no_traceback(weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "half.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(3), 20, 20))
+    proc = _subprocess("--content", folder, "--style", style, "--weights", weights,
+                       "--output", tmp_path / "o", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "1 of 1 outputs failed" in proc.stderr and "half.jpg" in proc.stderr
+    assert not any((tmp_path / "o").glob("*.png"))
+
+
+def test_help_lists_every_flag(tmp_path):
+    proc = _subprocess("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    flags = ["--content", "--style", "--style-weights", "--alpha", "--mask",
+             "--preserve-color", "--content-size", "--style-size", "--crop", "--weights",
+             "--output", "--ext", "--quiet"]
+    for flag in flags:
+        assert flag in proc.stdout, flag
+    # every optional flag states its default (--content and --style are required)
+    assert proc.stdout.count("default:") >= len(flags) - 2
+    assert "convert_weights.py --download" in proc.stdout
