@@ -1,8 +1,9 @@
 """The public, pure style-transfer API: encode, decode, encode_style and apply.
 
-`params` is {"encoder": ..., "decoder": ...}, each a Linen parameter tree of models.py
-(what `weights.load_params` returns). Every function is pure and works under jax.jit,
-jax.vmap and jax.grad.
+`params` is {"encoder": ..., "decoder": ...}, each a Linen parameter tree of models.py (VGG-19)
+or densenet.py (DenseNet-121), told apart by `architectures.detect` (what
+`weights.load_params` returns). Every function is pure and works under jax.jit, jax.vmap
+and jax.grad.
 """
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from adain_jax import ops
-from adain_jax.models import CONTENT_LAYER, Decoder, Encoder, feature_size
+from adain_jax import architectures, ops
 
 COLOR_MODES = ("coral", "luminance")
 
 
 class StyleStats(NamedTuple):
-    """Encoded style: channel mean and std of f(s) at relu4_1, each (S, C).
+    """Encoded style: channel mean and std of f(s) at the AdaIN layer, each (S, C).
 
     Made by `encode_style`; pass it to `apply` as `style` to reuse one style for many
     contents without encoding it again.
@@ -28,20 +28,27 @@ class StyleStats(NamedTuple):
     std: jax.Array
 
 
-def encode(params, images, taps: str | Sequence[str] = CONTENT_LAYER):
-    """f(images): VGG-19 activations. A single tap name gives an array, a sequence a dict."""
+def encode(params, images, taps: str | Sequence[str] | None = None):
+    """f(images): encoder activations. A single tap name gives an array, a sequence a dict.
+
+    taps=None is the AdaIN layer (relu4_1 for VGG-19, denseblock3 for DenseNet-121).
+    """
+    arch = architectures.detect(params)
+    taps = arch.content_layer if taps is None else taps
     names = (taps,) if isinstance(taps, str) else tuple(taps)
-    feats = Encoder(taps=names).apply({"params": params["encoder"]}, jnp.asarray(images))
+    feats = arch.encode(params["encoder"], jnp.asarray(images), names)
     return feats[taps] if isinstance(taps, str) else feats
 
 
 def decode(params, t, size: tuple[int, int] | None = None):
-    """g(t): relu4_1 features to an RGB image; `size` crops to an exact (H, W).
+    """g(t): AdaIN-layer features to an RGB image; `size` crops to an exact (H, W).
 
-    The decoder doubles three times, so an H x W content gives 8*ceil(H/8) rows; the
+    The VGG decoder doubles three times, so an H x W content gives 8*ceil(H/8) rows; the
     top-left H x W block is aligned with the content (ceil-mode pooling pads at the end).
+    The DenseNet one doubles four times from the map of the image padded at the bottom and
+    right to a multiple of 16, so the same top-left crop applies.
     """
-    image = Decoder().apply({"params": params["decoder"]}, t)
+    image = architectures.detect(params).decode(params["decoder"], t)
     if size is not None:
         image = image[:, : size[0], : size[1], :]
     return image
@@ -68,7 +75,7 @@ def _color_mode(preserve_color):
 
 
 def encode_style(params, style) -> StyleStats:
-    """Encode style image(s) (S, H, W, 3) once: relu4_1 mean and std, each (S, C)."""
+    """Encode style image(s) (S, H, W, 3) once: AdaIN-layer mean and std, each (S, C)."""
     style, _ = _batched(style)
     return StyleStats(*ops.mean_std(encode(params, style)))
 
@@ -152,6 +159,7 @@ def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
         if masks.shape[1] != style_mean.shape[1] or masks.shape[-2:] != (h, w):
             raise ValueError(f"masks must be (K, {h}, {w}) with K = {style_mean.shape[1]} "
                              f"styles, got {masks.shape}")
+        feature_size = architectures.detect(params).feature_size
         masks = ops.resize_nearest(masks, feature_size(h), feature_size(w))
         t = ops.masked_adain(content_feat, style_mean, style_std, masks)
     else:
