@@ -74,8 +74,12 @@ def masked_adain(content_feat, style_mean, style_std, masks, eps: float = EPS):
     x = content_feat[..., None, :]  # (N, H, W, 1, C)
     v1 = jnp.sum(m, axis=SPATIAL)  # (N, K, 1)
     v2 = jnp.sum(m * m, axis=SPATIAL)
-    mean = jnp.sum(m * x, axis=SPATIAL) / v1  # (N, K, C)
-    var = jnp.sum(m * (x - mean[:, None, None]) ** 2, axis=SPATIAL) / (v1 - v2 / v1)
+    # A region empty (or a single pixel) at feature resolution has no statistics; guard the
+    # divisions so it contributes nothing instead of NaN everywhere (0 * NaN is NaN).
+    safe = lambda d: jnp.where(d > 0, d, 1.0)
+    mean = jnp.sum(m * x, axis=SPATIAL) / safe(v1)  # (N, K, C)
+    dof = v1 - v2 / safe(v1)
+    var = jnp.sum(m * (x - mean[:, None, None]) ** 2, axis=SPATIAL) / safe(dof)
     std = jnp.sqrt(var + eps)
     expand = lambda s: s[:, None, None]  # (N, 1, 1, K, C)
     t = (x - expand(mean)) / expand(std) * expand(style_std) + expand(style_mean)

@@ -74,10 +74,19 @@ def _color_mode(preserve_color):
     return preserve_color
 
 
+def _check_feature_size(feat, what: str):
+    """The unbiased std needs two positions at the AdaIN layer; one gives NaN silently."""
+    if feat.shape[1] * feat.shape[2] < 2:
+        raise ValueError(f"{what} image too small: {feat.shape[1]}x{feat.shape[2]} at the "
+                         "AdaIN layer needs at least 2 positions (e.g. 9 px on a side for VGG)")
+
+
 def encode_style(params, style) -> StyleStats:
     """Encode style image(s) (S, H, W, 3) once: AdaIN-layer mean and std, each (S, C)."""
     style, _ = _batched(style)
-    return StyleStats(*ops.mean_std(encode(params, style)))
+    feat = encode(params, style)
+    _check_feature_size(feat, "style")
+    return StyleStats(*ops.mean_std(feat))
 
 
 def _style_items(style, multi: bool):
@@ -109,7 +118,9 @@ def _style_stats(params, style, content, color_mode, multi: bool):
                 s = jax.vmap(prepare)(s, content)
             else:
                 raise ValueError(f"{s.shape[0]} styles for {content.shape[0]} contents")
-        stats.append(ops.mean_std(encode(params, s)))
+        feat = encode(params, s)
+        _check_feature_size(feat, "style")
+        stats.append(ops.mean_std(feat))
     if not multi:
         return tuple(jnp.concatenate(parts) for parts in zip(*stats))
     # Each style's stats are (1 or N, C); stack the K styles on axis 1.
@@ -151,6 +162,7 @@ def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
 
     content_in = ops.luminance_image(content) if color_mode == "luminance" else content
     content_feat = encode(params, content_in)
+    _check_feature_size(content_feat, "content")
     style_mean, style_std = _style_stats(params, style, content, color_mode, multi)
 
     if masks is not None:

@@ -41,3 +41,9 @@ def test_torch_default_init_bounds():
 def test_feature_size_is_ceil_div_8():
     for size in [1, 2, 7, 8, 9, 37, 91, 512, 513]:
         assert models.feature_size(size) == -(-size // 8)
+
+
+def test_unknown_tap_is_an_error():
+    import pytest
+    with pytest.raises(ValueError, match="unknown VGG taps"):
+        models.Encoder(taps=("relu4_2",)).init(jax.random.key(0), np.zeros((1, 16, 16, 3)))

@@ -259,3 +259,24 @@ def test_torchvision_layout_encoder_matches_reference(tmp_path):
     ours = adain_jax.encode(params, x, taps=adain_jax.STYLE_LAYERS)
     for name, theirs in zip(adain_jax.STYLE_LAYERS, feats):
         assert rel_l2(ours[name], nhwc(theirs)) < TOL, name
+
+
+def test_too_small_images_refused_not_nan(models):
+    _, _, params = models
+    with pytest.raises(ValueError, match="content image too small"):
+        adain_jax.apply(params, images(1, 8, 8, 0), STYLE)
+    with pytest.raises(ValueError, match="style image too small"):
+        adain_jax.apply(params, CONTENT, images(1, 8, 5, 0))
+    out = adain_jax.apply(params, images(1, 9, 9, 0), STYLE)  # 2x2 at relu4_1: fine
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_mask_region_empty_at_feature_resolution_is_not_nan(models):
+    """A region that vanishes when masks are resized to relu4_1 contributes nothing."""
+    _, _, params = models
+    styles = [images(1, 48, 40, seed=13), images(1, 48, 40, seed=14)]
+    fg = np.zeros((40, 48), np.float32)
+    fg[1:3, 1:3] = 1  # nearest resize by 8 samples rows/cols 0, 8, ...: the region vanishes
+    out = adain_jax.apply(params, CONTENT, styles, masks=np.stack([fg, 1 - fg]))
+    alone = adain_jax.apply(params, CONTENT, styles[1])
+    assert rel_l2(out, alone) < TOL
