@@ -6,6 +6,8 @@
     python convert_weights.py --vgg vgg_normalised.pth --decoder decoder.pth --out adain.safetensors
     # torchvision's ImageNet VGG-19 as the encoder, no decoder (a starting point for train.py):
     python convert_weights.py --torchvision --encoder-only --out vgg19_encoder.safetensors
+    # torchvision's ImageNet DenseNet-121 as the encoder (always encoder only):
+    python convert_weights.py --torchvision-densenet
 """
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ sources:
                     torchvision's ImageNet VGG-19 (features.N.* keys) instead of --vgg; its
                     mean/std normalisation is folded into the first 1x1 conv. Without FILE,
                     vgg19-dcbb9e9d.pth is downloaded (its sha256 must start with dcbb9e9d)
+  --torchvision-densenet [FILE]
+                    torchvision's ImageNet DenseNet-121 (features.* keys, old "norm.1" names
+                    too) as the encoder instead, up to dense block 3. There is no published
+                    DenseNet decoder, so the file holds the encoder only (train one with
+                    train.py; stylize.py --method gatys needs none). Without FILE,
+                    densenet121-a639ec97.pth is downloaded (sha256 must start with a639ec97)
   --download        fetch whichever of vgg_normalised.pth / decoder.pth is needed and not
                     given, from %(port)s
 
@@ -32,13 +40,15 @@ right sha256 are reused. Mirrors: --base-url or $ADAIN_JAX_BASE_URL for the port
 Offline: fetch the two files by hand and pass them with --vgg and --decoder.
 
 --out defaults to %(weights)s, the file stylize.py reads by default
-(with --encoder-only: vgg19_encoder.safetensors in the same directory).
+(with --encoder-only: vgg19_encoder.safetensors in the same directory; with
+--torchvision-densenet: densenet121_encoder.safetensors there).
 
 examples:
   python convert_weights.py --download
   python convert_weights.py --vgg vgg_normalised.pth --decoder decoder.pth --out adain.safetensors
   python convert_weights.py --torchvision --decoder decoder.pth
   python convert_weights.py --torchvision vgg19.pth --encoder-only --out vgg19_encoder.safetensors
+  python convert_weights.py --torchvision-densenet densenet121.pth --out densenet.safetensors
 """
 
 
@@ -54,7 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = _Parser(
         prog=PROG,
         description="Convert PyTorch AdaIN weights (the pytorch-AdaIN port's release files,\n"
-                    "or torchvision's VGG-19) into one adain-jax safetensors file.",
+                    "or torchvision's VGG-19 or DenseNet-121) into one adain-jax safetensors "
+                    "file.",
         epilog=EPILOG % {"port": download.PORT_BASE_URL,
                          "weights": download.default_weights_path()},
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--decoder", metavar="FILE", help="the port's decoder.pth")
     parser.add_argument("--torchvision", metavar="FILE", nargs="?", const="",
                         help="encoder from torchvision's VGG-19 (downloaded if FILE is omitted)")
+    parser.add_argument("--torchvision-densenet", metavar="FILE", nargs="?", const="",
+                        help="encoder only, from torchvision's DenseNet-121 (downloaded if "
+                             "FILE is omitted)")
     parser.add_argument("--download", action="store_true",
                         help="download the port's files that are not given (sha256-checked)")
     parser.add_argument("--encoder-only", action="store_true",
@@ -77,12 +91,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
 
-    if args.vgg is not None and args.torchvision is not None:
-        parser.error("give one encoder source: --vgg or --torchvision, not both")
+    given = [flag for flag, value in (("--vgg", args.vgg), ("--torchvision", args.torchvision),
+                                      ("--torchvision-densenet", args.torchvision_densenet))
+             if value is not None]
+    if len(given) > 1:
+        parser.error(f"give one encoder source, not {' and '.join(given)}")
+    if args.torchvision_densenet is not None:
+        if args.decoder is not None:
+            parser.error("--decoder with --torchvision-densenet: decoder.pth is the VGG "
+                         "decoder; a DenseNet file holds the encoder only (train a decoder "
+                         "with train.py)")
+        if args.download:
+            parser.error("--download fetches the VGG port's files; --torchvision-densenet "
+                         "without FILE downloads DenseNet-121 itself")
+        args.encoder_only = True  # there is no published DenseNet AdaIN decoder
+        return args
     if args.encoder_only and args.decoder is not None:
         parser.error("--encoder-only and --decoder contradict each other")
     if args.vgg is None and args.torchvision is None and not args.download:
-        parser.error("no encoder: give --vgg FILE, --torchvision [FILE] or --download")
+        parser.error("no encoder: give --vgg FILE, --torchvision [FILE], "
+                     "--torchvision-densenet [FILE] or --download")
     if args.decoder is None and not (args.encoder_only or args.download):
         parser.error("no decoder: give --decoder FILE, --download, or --encoder-only")
     return args
@@ -95,7 +123,8 @@ def main(argv=None) -> int:
     try:
         from adain_jax.convert import run
         run(vgg=args.vgg, decoder=args.decoder, torchvision=args.torchvision,
-            download_missing=args.download, encoder_only=args.encoder_only, out=args.out,
+            densenet=args.torchvision_densenet, download_missing=args.download,
+            encoder_only=args.encoder_only, out=args.out,
             base_url=args.base_url, torchvision_base_url=args.torchvision_base_url,
             timeout=args.timeout, progress=not args.quiet)
     except Exception as err:  # noqa: BLE001 - user errors end in one line, see user_error

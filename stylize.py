@@ -5,6 +5,8 @@
     python stylize.py --content c.jpg --style a.jpg b.jpg --style-weights 2 1 --output out.png
     python stylize.py --content c.jpg --style a.jpg b.jpg --mask left.png right.png
     python stylize.py --content c.jpg --style a.jpg --preserve-color luminance
+    # the optimisation baseline of Gatys et al. (slow; needs only an encoder):
+    python stylize.py --content c.jpg --style a.jpg --method gatys --steps 300
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ outputs:
   --style-weights) or, with --mask, a spatial combination; it is named after all of its
   styles, e.g. photo_stylized_waves_stripes.png. A content image's alpha channel is
   carried over to PNG and WebP outputs.
+
+methods:
+  adain (default) runs the encoder, AdaIN and the trained decoder once per output.
+  gatys optimises each output image itself (Gatys et al. 2016) with the same encoder,
+  starting from the content: --steps, --optimizer and --style-loss apply to it only. It
+  needs no decoder (an encoder-only weights file will do) and takes one style image per
+  output, so --alpha, --style-weights, --mask, --preserve-color and several style files
+  do not work with it.
 
 exit status: 0 when every output was written; 1 on a usage error, a missing weights
 file, or when any output failed (each failure is listed at the end, one line per file).
@@ -54,9 +64,20 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    from adain_jax import gatys
     from adain_jax.download import default_weights_path
-    from adain_jax.stylize_files import DEFAULT_OUTPUT, DEFAULT_SIZE
+    from adain_jax.stylize_files import DEFAULT_OUTPUT, DEFAULT_SIZE, METHODS, Settings
 
     parser = _Parser(prog=PROG, epilog=EPILOG,
                      description="Arbitrary style transfer with AdaIN (Huang & Belongie, 2017).",
@@ -91,6 +112,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--crop", action="store_true",
                         help="take the central square of content and style after resizing "
                              "(default: off)")
+    parser.add_argument("--method", choices=METHODS, default="adain",
+                        help="adain: one pass through the trained decoder; gatys: optimise "
+                             "the image (slow, no decoder; see below) (default: %(default)s)")
+    # None when not given, so that giving them with --method adain can be refused
+    parser.add_argument("--steps", type=_steps, metavar="N",
+                        help=f"gatys: optimisation steps (default: {Settings.steps})")
+    parser.add_argument("--optimizer", choices=gatys.OPTIMIZERS,
+                        help=f"gatys: the optimiser (default: {Settings.optimizer})")
+    parser.add_argument("--style-loss", choices=gatys.STYLE_LOSSES,
+                        help="gatys: Gram matrices as Gatys et al., or the AdaIN paper's "
+                             f"mean/std loss (Eq. 13) (default: {Settings.style_loss})")
     parser.add_argument("--weights", metavar="FILE",
                         help=f"adain-jax weights file (default: {default_weights_path()}, "
                              "written by `python convert_weights.py --download`)")
@@ -102,7 +134,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar or log lines, only errors (default: off)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    gatys_only = [f"--{name.replace('_', '-')}" for name in ("steps", "optimizer", "style_loss")
+                  if getattr(args, name) is not None]
+    if gatys_only and args.method != "gatys":
+        parser.error(f"{gatys_only[0]} applies to --method gatys only")
+    for name in ("steps", "optimizer", "style_loss"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(Settings, name))
+    return args
 
 
 def main(argv=None) -> int:
@@ -125,7 +165,8 @@ def main(argv=None) -> int:
         style_weights=None if args.style_weights is None else tuple(args.style_weights),
         masks=None if args.mask is None else tuple(Path(m) for m in args.mask),
         preserve_color=args.preserve_color, content_size=args.content_size,
-        style_size=args.style_size, crop=args.crop)
+        style_size=args.style_size, crop=args.crop, method=args.method, steps=args.steps,
+        optimizer=args.optimizer, style_loss=args.style_loss)
     try:
         jobs = stylize_files.plan_jobs(args.content, args.style, output=args.output,
                                        ext=args.ext, settings=settings)
@@ -134,16 +175,19 @@ def main(argv=None) -> int:
 
     weights = Path(args.weights) if args.weights else default_weights_path()
     if not weights.is_file():
+        gatys_hint = (" (gatys needs only an encoder: `python convert_weights.py --torchvision "
+                      "--encoder-only` writes one)" if args.method == "gatys" else "")
         return error(f"{weights}: no weights file; create it with `python convert_weights.py "
-                     "--download`, or pass --weights FILE")
+                     f"--download`, or pass --weights FILE{gatys_hint}")
     try:
-        params = load_params(weights)
+        # Gatys et al. optimise the image through the encoder alone: no decoder needed.
+        params = load_params(weights, require_decoder=args.method == "adain")
     except WeightsError as err:
         return error(str(err))
 
     with logging_redirect_tqdm():
         failures = stylize_files.run(params, jobs, settings,
-                                     progress=len(jobs) > 1 and not args.quiet)
+                                     progress=False if args.quiet else None)
     written = len(jobs) - len(failures)
     if written:
         where = jobs[0].output if len(jobs) == 1 else jobs[0].output.parent

@@ -35,6 +35,7 @@ PORT_SHA256 = {
 TORCHVISION_BASE_URL = "https://download.pytorch.org/models"
 # torch hub convention: the name ends in the first hex digits of the file's sha256.
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
+TORCHVISION_DENSENET_FILE = "densenet121-a639ec97.pth"
 
 DEFAULT_TIMEOUT = 30.0  # seconds per socket operation, not for the whole transfer
 _CHUNK = 1 << 20
@@ -193,13 +194,27 @@ _PORT_FLAG = {"vgg_normalised.pth": "vgg", "decoder.pth": "decoder"}
 def fetch_torchvision_vgg19(*, base_url: str | None = None, cache: Path | None = None,
                             timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> Path:
     """Fetch torchvision's ImageNet VGG-19 state dict, checked by its hash-prefixed name."""
-    name = TORCHVISION_FILE
+    return _fetch_torchvision(TORCHVISION_FILE, "--torchvision", "(with your other options)",
+                              base_url=base_url, cache=cache, timeout=timeout, progress=progress)
+
+
+def fetch_torchvision_densenet121(*, base_url: str | None = None, cache: Path | None = None,
+                                  timeout: float = DEFAULT_TIMEOUT,
+                                  progress: bool = True) -> Path:
+    """Fetch torchvision's ImageNet DenseNet-121 state dict, checked by its hash-prefixed name."""
+    return _fetch_torchvision(TORCHVISION_DENSENET_FILE, "--torchvision-densenet", "",
+                              base_url=base_url, cache=cache, timeout=timeout, progress=progress)
+
+
+def _fetch_torchvision(name: str, flag: str, hint: str, *, base_url, cache, timeout,
+                       progress) -> Path:
+    """A torch-hub file from the torchvision base URL; offline, the command that converts it."""
     url = f"{torchvision_base_url(base_url)}/{name}"
     cache = Path(cache) if cache is not None else cache_dir()
     try:
         return fetch(url, cache / name, sha256_prefix=hash_prefix(name), timeout=timeout,
                      progress=progress)
     except OfflineError as err:
+        command = f"python convert_weights.py {flag} PATH/{name} {hint}".rstrip()
         raise OfflineError(f"cannot download {err}; fetch {url} by hand, then run: "
-                           f"python convert_weights.py --torchvision PATH/{name} "
-                           "(with your other options)") from None
+                           f"{command}") from None

@@ -9,6 +9,9 @@ Each image goes through one jitted `transfer.apply`; jit compiles again for ever
 image size (the first image of each size is slower), and reuses the compiled function
 for repeated sizes. Without colour preservation a style is encoded once, with
 `encode_style`, however many contents use it.
+
+With `Settings(method="gatys")` each content x style pair is instead optimised by
+`gatys.gatys` (the baseline of Gatys et al.; no decoder needed), one pair at a time.
 """
 from __future__ import annotations
 
@@ -25,17 +28,26 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from adain_jax import images, transfer
-from adain_jax.models import feature_size
+from adain_jax import architectures, gatys, images, transfer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = Path("output")
 DEFAULT_SIZE = 512  # shorter side of content and style, as the reference test script
-# Reflection padding needs at least 2 pixels on every axis at every encoder level, and the
-# unbiased std at relu4_1 at least 2 positions: the smallest side with feature_size >= 2.
-# Smaller images are upscaled to it for processing and the output is resized back.
-MIN_SIDE = next(side for side in range(1, 64) if feature_size(side) >= 2)
+METHODS = ("adain", "gatys")
+
+
+def min_side(arch: architectures.Architecture) -> int:
+    """The smallest image side whose AdaIN-layer map has 2 positions along it.
+
+    The unbiased std there needs at least 2 positions, and reflection padding (VGG's
+    encoder, both decoders) at least 2 pixels on every axis at every level. Smaller
+    images are upscaled to it for processing and the output is resized back.
+    """
+    return next(side for side in range(1, 1024) if arch.feature_size(side) >= 2)
+
+
+MIN_SIDE = min_side(architectures.VGG19)  # 9; DenseNet-121 needs 17
 # ITU-R 601 luma, the weights PIL uses for mode "L": masks given as RGB become gray.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -66,6 +78,11 @@ class Settings:
     content_size: int = DEFAULT_SIZE
     style_size: int = DEFAULT_SIZE
     crop: bool = False
+    method: str = "adain"  # or "gatys": optimise each output image (no decoder)
+    # gatys only, its defaults; adain ignores them
+    steps: int = gatys.STEPS
+    optimizer: str = "lbfgs"
+    style_loss: str = "gram"
 
 
 def list_images(path, role: str) -> list[Path]:
@@ -88,7 +105,35 @@ def output_name(content: Path, styles: Sequence[Path], ext: str) -> str:
     return f"{content.stem}_stylized_{'_'.join(s.stem for s in styles)}.{ext}"
 
 
+def _check_gatys(settings: Settings, styles: Sequence[Path], style_is_folder: bool):
+    """What --method gatys cannot do: it optimises one image for one style image."""
+    if settings.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {settings.steps}")
+    if settings.optimizer not in gatys.OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(gatys.OPTIMIZERS)}")
+    if settings.style_loss not in gatys.STYLE_LOSSES:
+        raise UsageError(f"--style-loss must be one of {', '.join(gatys.STYLE_LOSSES)}")
+    unsupported = [
+        ("--alpha", settings.alpha != 1.0, "it has no content-style blend; fewer --steps "
+         "or a different loss weight change the balance"),
+        ("--style-weights", settings.style_weights is not None, "it takes one style image"),
+        ("--mask", settings.masks is not None, "it has no spatial control"),
+        ("--preserve-color", settings.preserve_color is not None, "it has no colour "
+         "preservation"),
+        ("several style files", len(styles) > 1 and not style_is_folder,
+         "it takes one style image per output; give one style file or a style folder"),
+    ]
+    for flag, given, why in unsupported:
+        if given:
+            raise UsageError(f"--method gatys cannot use {flag}: {why}")
+
+
 def _check_settings(settings: Settings, styles: Sequence[Path], style_is_folder: bool):
+    if settings.method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got "
+                         f"{settings.method!r}")
+    if settings.method == "gatys":
+        _check_gatys(settings, styles, style_is_folder)
     if not 0.0 <= settings.alpha <= 1.0:
         raise UsageError(f"--alpha must be in [0, 1], got {settings.alpha}")
     for name in ("content_size", "style_size"):
@@ -190,12 +235,12 @@ def prepare(loaded: images.LoadedImage, size: int, crop: bool):
     return rgb, alpha
 
 
-def fit_min_side(rgb: np.ndarray) -> np.ndarray:
-    """Upscale (bilinear) so the shorter side is at least MIN_SIDE; larger images unchanged."""
+def fit_min_side(rgb: np.ndarray, side: int = MIN_SIDE) -> np.ndarray:
+    """Upscale (bilinear) so the shorter side is at least `side` (see `min_side`)."""
     height, width = rgb.shape[:2]
-    if min(height, width) >= MIN_SIDE:
+    if min(height, width) >= side:
         return rgb
-    return images.resize(rgb, *images.resized_shape(height, width, MIN_SIDE))
+    return images.resize(rgb, *images.resized_shape(height, width, side))
 
 
 def load_mask(path, height: int, width: int) -> np.ndarray:
@@ -209,6 +254,7 @@ class _Styles:
 
     def __init__(self, params, settings: Settings):
         self.params, self.settings = params, settings
+        self.min_side = min_side(architectures.detect(params))
         self._images, self._stats = {}, {}
 
     def image(self, path: Path) -> np.ndarray:
@@ -216,7 +262,7 @@ class _Styles:
             try:
                 rgb, _ = prepare(images.load_image(path), self.settings.style_size,
                                  self.settings.crop)
-                self._images[path] = fit_min_side(rgb)
+                self._images[path] = fit_min_side(rgb, self.min_side)
             except images.ImageError as err:
                 self._images[path] = err  # fail every job of this style, read it once
         value = self._images[path]
@@ -238,21 +284,19 @@ class _Styles:
         return transfer.StyleStats(*(jnp.concatenate(parts) for parts in zip(*stats)))
 
 
-def stylize_job(params, job: Job, settings: Settings, styles: _Styles) -> None:
-    """Stylise one job and write its output; raises ImageError for a bad input file."""
+def stylize_job(params, job: Job, settings: Settings, styles: _Styles,
+                progress: bool = False) -> None:
+    """Stylise one job and write its output; raises ImageError for a bad input file.
+
+    progress: a bar over the optimisation steps (method "gatys" only).
+    """
     rgb, alpha = prepare(images.load_image(job.content), settings.content_size, settings.crop)
     height, width = rgb.shape[:2]
-    content = fit_min_side(rgb)
-    masks = None
-    if settings.masks is not None:
-        masks = jnp.asarray(np.stack([load_mask(m, *content.shape[:2]) for m in settings.masks]))
-    style_weights = settings.style_weights
-    if style_weights is None and masks is None and len(job.styles) > 1:
-        style_weights = (1.0,) * len(job.styles)  # equal interpolation weights
-    out = _stylize(params, jnp.asarray(content), styles.for_apply(job.styles),
-                   jnp.float32(settings.alpha),
-                   None if style_weights is None else jnp.asarray(style_weights, jnp.float32),
-                   masks, settings.preserve_color or False)
+    content = fit_min_side(rgb, styles.min_side)
+    if settings.method == "gatys":
+        out = _gatys(params, content, styles.image(job.styles[0]), settings, job, progress)
+    else:
+        out = _adain(params, content, job, settings, styles)
     out = np.asarray(out)
     if out.shape[:2] != (height, width):
         out = np.clip(images.resize(out, height, width), 0.0, 1.0)
@@ -260,11 +304,40 @@ def stylize_job(params, job: Job, settings: Settings, styles: _Styles) -> None:
     images.save_image(job.output, out, alpha)
 
 
+def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _Styles):
+    masks = None
+    if settings.masks is not None:
+        masks = jnp.asarray(np.stack([load_mask(m, *content.shape[:2]) for m in settings.masks]))
+    style_weights = settings.style_weights
+    if style_weights is None and masks is None and len(job.styles) > 1:
+        style_weights = (1.0,) * len(job.styles)  # equal interpolation weights
+    return _stylize(params, jnp.asarray(content), styles.for_apply(job.styles),
+                    jnp.float32(settings.alpha),
+                    None if style_weights is None else jnp.asarray(style_weights, jnp.float32),
+                    masks, settings.preserve_color or False)
+
+
+def _gatys(params, content: np.ndarray, style: np.ndarray, settings: Settings, job: Job,
+           progress: bool):
+    with tqdm(total=settings.steps, disable=not progress, file=sys.stderr, unit="step",
+              leave=False, desc=job.output.name) as bar:
+        def callback(step, loss):
+            bar.update(1)
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+
+        return gatys.gatys(params, content, style, steps=settings.steps,
+                           optimizer=settings.optimizer, style_loss=settings.style_loss,
+                           callback=callback)
+
+
 def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
         progress: bool | None = None) -> list[Failure]:
     """Stylise every job, going on past bad files; returns the failures (empty if none).
 
-    progress: show a tqdm bar on stderr; by default when there are several jobs.
+    progress: tqdm bars on stderr, one over the jobs and, for method "gatys", one over
+    each job's steps nested in it. None (the default): the job bar only when there are
+    several jobs, the step bar always; False: none; True: both always.
     """
     params = jax.device_put(params)  # once, not on every call
     styles = _Styles(params, settings)
@@ -272,7 +345,7 @@ def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
     show = len(jobs) > 1 if progress is None else progress
     for job in tqdm(jobs, disable=not show, file=sys.stderr, unit="image", leave=False):
         try:
-            stylize_job(params, job, settings, styles)
+            stylize_job(params, job, settings, styles, progress=progress is not False)
         except images.ImageError as err:
             failures.append(Failure(job, str(err)))
         except OSError as err:  # creating the output folder

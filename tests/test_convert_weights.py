@@ -2,7 +2,8 @@
 
 The .pth files are written here by torch.save from nn.Sequentials built in
 tests/torch_reference.py (counted by hand from the port's net.py and torchvision's cfg
-'E', not from adain_jax), so a wrong name map or transpose shows up as a mismatch.
+'E', not from adain_jax) and from the torchvision-layout DenseNet-121 of
+tests/densenet_reference.py, so a wrong name map or transpose shows up as a mismatch.
 Converted tensors are copies: compared for exact equality.
 """
 import hashlib
@@ -17,8 +18,9 @@ import torch
 from safetensors import safe_open
 
 import convert_weights
-from adain_jax import load_params
+from adain_jax import architectures, load_params
 from adain_jax.weights import WeightsError, read_metadata
+from tests.densenet_reference import encoder_tensors, randomized_densenet
 from tests.torch_reference import (PORT_DECODER_CONVS, PORT_VGG_CONVS, TORCHVISION_CONVS,
                                    make_port_decoder, make_port_vgg,
                                    make_torchvision_vgg19_features, randomize_)
@@ -179,6 +181,9 @@ def test_missing_file(tmp_path, capsys):
     ["--vgg", "a.pth", "--decoder", "d.pth", "--encoder-only"],
     ["--vgg", "a.pth"],
     [],
+    ["--torchvision-densenet", "a.pth", "--vgg", "b.pth"],
+    ["--torchvision-densenet", "--torchvision", "b.pth"],
+    ["--torchvision-densenet", "a.pth", "--download"],
 ])
 def test_bad_flags_are_one_line(argv, capsys):
     code, err = run_main(argv, capsys)
@@ -222,3 +227,64 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(path) in proc.stderr
     assert not marker.exists()
+
+
+# --- DenseNet-121 --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def densenet_file(tmp_path_factory):
+    """A random torchvision DenseNet-121 (classifier and dense block 4 included), saved
+    under the published file's name although its hash is not the published one."""
+    state = randomized_densenet(seed=0).state_dict()  # the one test_densenet uses
+    path = tmp_path_factory.mktemp("densenet") / "densenet121-a639ec97.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def flat_params(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from flat_params(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def test_torchvision_densenet_converts_exactly(densenet_file, tmp_path, monkeypatch, capsys):
+    path, state = densenet_file
+    monkeypatch.setenv("ADAIN_JAX_CACHE", str(tmp_path / "cache"))
+    code, err = run_main(["--torchvision-densenet", path, "--quiet"], capsys)
+    assert code == 0, err
+    out = tmp_path / "cache" / "densenet121_encoder.safetensors"  # the default --out
+    params = load_params(out, require_decoder=False)
+    assert set(params) == {"encoder"}
+    with pytest.raises(WeightsError, match="encoder only"):
+        load_params(out)
+    assert architectures.detect(params) is architectures.DENSENET121
+    # every tensor up to dense block 3, nothing else: kernels transposed, BN tensors exact
+    expected = encoder_tensors(state)
+    got = dict(flat_params(params["encoder"]))
+    assert set(got) == set(expected)
+    # conv0 + norm0 (4), 42 dense layers of 2 convs + 2 norms, 2 transitions of conv + norm
+    assert len(got) == 1 + 4 + 42 * (2 + 2 * 4) + 2 * (1 + 4) == 435
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg="/".join(key))
+    meta = read_metadata(out)
+    assert meta["encoder"] == "densenet121"
+    assert meta["encoder_sha256"] == sha256(path)
+    # the published name, but not the published hash: not claimed to be the release
+    assert meta["source"] == "torchvision-densenet layout densenet121-a639ec97.pth"
+
+
+def test_torchvision_densenet_refuses_decoder_and_wrong_files(torch_files, densenet_file,
+                                                             tmp_path, capsys):
+    files, _ = torch_files
+    path, _ = densenet_file
+    out = tmp_path / "d.safetensors"
+    code, err = run_main(["--torchvision-densenet", path, "--decoder", files["decoder"],
+                          "--out", out], capsys)
+    assert_one_line_error(code, err, "--decoder", "decoder.pth is the VGG decoder")
+    assert not out.exists()
+    code, err = run_main(["--torchvision-densenet", files["torchvision"], "--out", out,
+                          "--quiet"], capsys)
+    assert_one_line_error(code, err, files["torchvision"], "DenseNet-121")
+    assert not out.exists()

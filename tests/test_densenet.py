@@ -1,9 +1,10 @@
 """The DenseNet-121 encoder and decoder against an independent PyTorch reference.
 
-The reference below restates torchvision's DenseNet-121 module tree (_DenseLayer,
-_DenseBlock, _Transition, `features` + `classifier`) in its own terms, so its state-dict
-keys are torchvision's; it is not derived from adain_jax.densenet. Its parameter count is
-checked against torchvision's published figure for DenseNet121_Weights (7,978,856).
+The reference (tests/densenet_reference.py) restates torchvision's DenseNet-121 module
+tree (_DenseLayer, _DenseBlock, _Transition, `features` + `classifier`) in its own terms,
+so its state-dict keys are torchvision's; it is not derived from adain_jax.densenet. Its
+parameter count is checked against torchvision's published figure for DenseNet121_Weights
+(7,978,856).
 Weights are random, batch-norm affine and running statistics included, saved with
 torch.save and read back through weights.torch_load_state_dict + densenet_from_torchvision.
 
@@ -12,9 +13,7 @@ norms; a correct implementation lands near 1e-6) and for AdaIN + decoder end to 
 relative for the training loss against the torch objective, 1e-3 for its decoder gradient.
 Everything runs jitted: eager DenseNet dispatch compiles each op and is slower here.
 """
-import functools
 import re
-from collections import OrderedDict
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ import adain_jax
 from adain_jax import architectures, densenet, losses, weights
 from adain_jax.models import UP
 from tests import torch_reference as ref
+from tests.densenet_reference import randomized_densenet, torch_taps
 from tests.torch_reference import nchw, nhwc, rel_l2
 
 TOL = 1e-4
@@ -41,101 +41,6 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 def compile_fast(fn, *args):
     """jax.jit(fn) compiled for `args` with FAST_COMPILE."""
     return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
-
-
-# ---- A torchvision-layout DenseNet-121 in PyTorch ------------------------------------------
-
-class _DenseLayer(nn.Module):
-    def __init__(self, cin, growth=32, bn_size=4):
-        super().__init__()
-        self.norm1 = nn.BatchNorm2d(cin)
-        self.relu1 = nn.ReLU()
-        self.conv1 = nn.Conv2d(cin, bn_size * growth, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(bn_size * growth)
-        self.relu2 = nn.ReLU()
-        self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
-
-    def forward(self, x):
-        y = self.conv1(self.relu1(self.norm1(x)))
-        return self.conv2(self.relu2(self.norm2(y)))
-
-
-class _DenseBlock(nn.ModuleDict):
-    def __init__(self, num_layers, cin, growth=32):
-        super().__init__()
-        for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}", _DenseLayer(cin + i * growth, growth))
-
-    def forward(self, x):
-        for layer in self.values():
-            x = torch.cat([x, layer(x)], 1)
-        return x
-
-
-class _Transition(nn.Sequential):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.add_module("norm", nn.BatchNorm2d(cin))
-        self.add_module("relu", nn.ReLU())
-        self.add_module("conv", nn.Conv2d(cin, cout, 1, bias=False))
-        self.add_module("pool", nn.AvgPool2d(2, 2))
-
-
-class TorchDenseNet121(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(OrderedDict([
-            ("conv0", nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)),
-            ("norm0", nn.BatchNorm2d(64)),
-            ("relu0", nn.ReLU()),
-            ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
-        ]))
-        c = 64
-        for i, n in enumerate((6, 12, 24, 16), start=1):
-            self.features.add_module(f"denseblock{i}", _DenseBlock(n, c))
-            c += 32 * n
-            if i != 4:
-                self.features.add_module(f"transition{i}", _Transition(c, c // 2))
-                c //= 2
-        self.features.add_module("norm5", nn.BatchNorm2d(c))
-        self.classifier = nn.Linear(c, 1000)
-
-
-def torch_taps(net: TorchDenseNet121, x: torch.Tensor) -> dict:
-    """Every stage output up to dense block 3; transition taps before and after the pool."""
-    f, out = net.features, {}
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    x = out["relu0"] = f.relu0(f.norm0(f.conv0(x)))
-    x = out["pool0"] = f.pool0(x)
-    for i in (1, 2, 3):
-        x = out[f"denseblock{i}"] = getattr(f, f"denseblock{i}")(x)
-        if i == 3:
-            return out
-        t = getattr(f, f"transition{i}")
-        x = out[f"transition{i}_conv"] = t.conv(t.relu(t.norm(x)))
-        x = out[f"transition{i}"] = t.pool(x)
-
-
-@functools.lru_cache(maxsize=2)
-def randomized_densenet(seed: int) -> TorchDenseNet121:
-    """Random convs (torchvision's kaiming init) and random BN affine and running stats.
-
-    Cached: test_evaluate builds on the same one. Do not modify the returned module.
-    """
-    torch.manual_seed(seed)
-    net = TorchDenseNet121()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
-                m.running_mean.normal_(0.0, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.num_batches_tracked.fill_(1000)
-    return net.eval()
 
 
 def torch_decoder() -> nn.Sequential:

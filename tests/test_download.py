@@ -1,8 +1,10 @@
 """`convert_weights.py --download` / `--torchvision` against a local HTTP server.
 
 The server serves small .pth files in the port's and torchvision's state-dict layouts
-(built in tests/torch_reference.py); the expected-hash table is patched to their sha256,
-computed here with hashlib. Requests are counted to prove the cache is reused.
+(built in tests/torch_reference.py and tests/densenet_reference.py); the expected-hash
+table is patched to their sha256, computed here with hashlib, and the torch-hub files are
+served under names carrying their own hash prefix. Requests are counted to prove the
+cache is reused.
 """
 import hashlib
 import socket
@@ -17,6 +19,8 @@ from tqdm import tqdm
 
 import convert_weights
 from adain_jax import download, load_params
+from adain_jax.weights import read_metadata
+from tests.densenet_reference import encoder_tensors, legacy_keys, randomized_densenet
 from tests.torch_reference import (PORT_DECODER_CONVS, PORT_VGG_CONVS, TORCHVISION_CONVS,
                                    make_port_decoder, make_port_vgg,
                                    make_torchvision_vgg19_features, port_vgg_to_relu4_1,
@@ -43,11 +47,23 @@ def served(tmp_path_factory):
     tv = {f"features.{k}": v for k, v in features.items()}
     tv_bytes = pth_bytes(tv, root / "tv.pth")
     tv_name = f"vgg19-{hashlib.sha256(tv_bytes).hexdigest()[:8]}.pth"
+    # DenseNet-121 up to dense block 3 (the rest is ignored and only makes the file big),
+    # under the old module names that torchvision's published file uses
+    densenet = {k: v for k, v in randomized_densenet(seed=0).state_dict().items()
+                if k.split(".")[1] not in ("transition3", "denseblock4", "norm5")
+                and not k.startswith("classifier.")}
+    legacy = legacy_keys(densenet)
+    assert "features.denseblock3.denselayer24.conv.2.weight" in legacy
+    dn_bytes = pth_bytes(legacy, root / "dn.pth")
+    dn_name = f"densenet121-{hashlib.sha256(dn_bytes).hexdigest()[:8]}.pth"
     files = {PORT_URLS[0]: pth_bytes(vgg, root / "v.pth"),
              PORT_URLS[1]: pth_bytes(decoder, root / "d.pth"),
              f"/tv/{tv_name}": tv_bytes,
-             "/tv/vgg19-deadbeef.pth": tv_bytes}  # a name whose hash prefix is wrong
-    return files, {"vgg": vgg, "decoder": decoder, "torchvision": tv, "tv_name": tv_name}
+             "/tv/vgg19-deadbeef.pth": tv_bytes,  # a name whose hash prefix is wrong
+             f"/tv/{dn_name}": dn_bytes,
+             "/tv/densenet121-deadbeef.pth": dn_bytes}
+    return files, {"vgg": vgg, "decoder": decoder, "torchvision": tv, "tv_name": tv_name,
+                   "densenet": densenet, "dn_name": dn_name}
 
 
 @pytest.fixture
@@ -267,3 +283,52 @@ def test_base_url_that_is_not_a_url(env, monkeypatch, capsys):
     code, err = run_main(["--download"], capsys)
     line = one_line_error(code, err)
     assert "'localhost:8000'" in line and "ADAIN_JAX_BASE_URL" in line
+
+
+def test_torchvision_densenet_download_checks_hash_prefix(served, server, env, monkeypatch,
+                                                          capsys):
+    files, states = served
+    name = states["dn_name"]
+    monkeypatch.setattr(download, "TORCHVISION_DENSENET_FILE", name)
+    monkeypatch.setenv("ADAIN_JAX_TORCHVISION_BASE_URL", server.url + "/tv")
+    code, err = run_main(["--torchvision-densenet", "--quiet"], capsys)
+    assert code == 0, err
+    out = env / "densenet121_encoder.safetensors"
+    params = load_params(out, require_decoder=False)
+    assert set(params) == {"encoder"}
+    expected = encoder_tensors(states["densenet"])  # from the same tensors' current names
+    assert len(expected) == 435
+    for path, value in expected.items():
+        leaf = params["encoder"]
+        for part in path:
+            leaf = leaf[part]
+        np.testing.assert_array_equal(leaf, value, err_msg="/".join(path))
+    # the published name with a matching hash prefix is recorded as the release
+    assert read_metadata(out)["source"] == f"torchvision {Path(name).stem}"
+    assert server.hits == {f"/tv/{name}": 1}
+    assert sorted(p.name for p in env.iterdir()) == [name, out.name]
+
+    out.unlink()
+    code, err = run_main(["--torchvision-densenet", "--quiet"], capsys)
+    assert code == 0, err
+    assert server.hits == {f"/tv/{name}": 1}  # the cached file is reused
+    assert out.is_file()
+
+    # same bytes under a name whose hash prefix does not match: refused, nothing kept
+    monkeypatch.setattr(download, "TORCHVISION_DENSENET_FILE", "densenet121-deadbeef.pth")
+    code, err = run_main(["--torchvision-densenet", "--out", env / "bad.safetensors",
+                          "--quiet"], capsys)
+    line = one_line_error(code, err)
+    actual = hashlib.sha256(files["/tv/densenet121-deadbeef.pth"]).hexdigest()
+    assert "densenet121-deadbeef.pth" in line and "deadbeef..." in line and actual in line
+    assert not (env / "densenet121-deadbeef.pth").exists()
+    assert not (env / "bad.safetensors").exists()
+    assert leftovers(env) == []
+
+
+def test_torchvision_densenet_offline_message(env, capsys, monkeypatch):
+    base = dead_url()
+    code, err = run_main(["--torchvision-densenet", "--torchvision-base-url", base], capsys)
+    line = one_line_error(code, err)
+    assert f"{base}/densenet121-a639ec97.pth" in line
+    assert "python convert_weights.py --torchvision-densenet PATH/densenet121-a639ec97.pth" in line

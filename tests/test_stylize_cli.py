@@ -5,10 +5,16 @@ PIL reads them (not through images.py), then quantised like torchvision's save_i
 The CLI runs a jitted apply, so float32 results differ by ~1e-6 and a value can round to
 the neighbouring 8-bit step: tolerance 1 step (1/255), and at least 99% of values equal.
 Images are tiny and share a few sizes so that jit compiles only a handful of times.
+
+--method gatys is compared with `adain_jax.gatys.gatys` called here with the same
+arguments (same tolerance: the same float32 computation, quantised). The DenseNet-121
+test uses random densenet.py weights written with save_params, and its reference is
+adain_jax.apply jitted at XLA optimisation level 0 (DenseNet compiles slowly on CPU).
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +26,7 @@ from PIL import Image
 
 import adain_jax
 import stylize
-from adain_jax import stylize_files
+from adain_jax import architectures, densenet, gatys, stylize_files
 from adain_jax.stylize_files import Settings, UsageError, plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,6 +330,186 @@ def test_alpha_out_of_range(files, capsys):
     assert "--alpha" in err and "[0, 1]" in err and "1.5" in err and "\n" not in err
 
 
+# --- --method gatys --------------------------------------------------------------------------
+
+def test_gatys_equals_gatys_function(params, weights, files, tmp_path, capsys):
+    # a style folder: two outputs, so the job bar and each job's step bar both show
+    out = tmp_path / "g"
+    assert run_cli("--content", files["c1"], "--style", tmp_path / "style", "--method", "gatys",
+                   "--steps", 2, "--optimizer", "adam", "--weights", weights, "--output", out,
+                   "--content-size", 0, "--style-size", 0) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cat_stylized_ink.png",
+                                                     "cat_stylized_oil.png"]
+    err = capsys.readouterr().err
+    assert "image/s" in err, err  # the job bar, and under it (ESC [A: one line up) each step bar
+    for name in ("cat_stylized_ink.png", "cat_stylized_oil.png"):
+        assert re.search(rf"{name}: +0%\|[^|]*\| 0/2 \[[^\]]*step/s\]\x1b\[A", err), err
+    content = pixels(files["c1"])
+    for name, style in (("ink", files["s1"]), ("oil", files["s2"])):
+        expected = gatys.gatys(params, as_float(content), as_float(pixels(style)), steps=2,
+                               optimizer="adam", style_loss="gram")
+        result = pixels(out / f"cat_stylized_{name}.png")
+        assert_matches(result, quantise(expected))
+        # two Adam steps of 0.01 moved the image off the content: the check can fail
+        assert np.abs(result.astype(int) - content).mean() > 1
+
+
+def test_gatys_needs_no_decoder(params, files, tmp_path, monkeypatch, capsys):
+    # an encoder-only file at the default weights path: enough for gatys, not for adain
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ADAIN_JAX_CACHE", str(cache))
+    adain_jax.save_params({"encoder": params["encoder"]}, cache / "adain.safetensors")
+    out = tmp_path / "g.png"
+    # (the step compiled for the test above serves: same sizes, optimiser and loss)
+    assert run_cli("--content", files["c1"], "--style", files["s1"], "--method", "gatys",
+                   "--steps", 1, "--optimizer", "adam", "--style-loss", "gram",
+                   "--output", out, *SMALL) == 0
+    expected = gatys.gatys(params, as_float(pixels(files["c1"])), as_float(pixels(files["s1"])),
+                           steps=1, optimizer="adam", style_loss="gram")
+    assert_matches(pixels(out), quantise(expected))
+    capsys.readouterr()
+    assert run_cli("--content", files["c1"], "--style", files["s1"], "--output",
+                   tmp_path / "a.png", *SMALL) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "encoder only" in err and "adain.safetensors" in err
+
+
+def stand_in_gatys(calls):
+    """A gatys.gatys that records its call, runs the callback, and returns the content."""
+    def fake(params, content, style, **kwargs):
+        calls.append((content.shape, style.shape, kwargs))
+        for step in range(1, kwargs["steps"] + 1):
+            kwargs["callback"](step, np.float32(0.0))
+        return content
+    return fake
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], {"steps": gatys.STEPS, "optimizer": "lbfgs", "style_loss": "gram"}),
+    (["--steps", "7", "--style-loss", "meanstd"],
+     {"steps": 7, "optimizer": "lbfgs", "style_loss": "meanstd"}),
+])
+def test_gatys_flags_reach_gatys(weights, files, tmp_path, monkeypatch, flags, expected):
+    """The defaults and each flag arrive in gatys.gatys (a stand-in that returns the content)."""
+    calls = []
+    monkeypatch.setattr(gatys, "gatys", stand_in_gatys(calls))
+    out = tmp_path / "x.png"
+    assert run_cli("--content", files["c1"], "--style", files["s1"], "--method", "gatys",
+                   "--weights", weights, "--output", out, *flags, *SMALL) == 0
+    [(content_shape, style_shape, kwargs)] = calls
+    assert (content_shape, style_shape) == ((H, W, 3), (20, 20, 3))
+    assert {k: kwargs[k] for k in expected} == expected
+    assert_matches(pixels(out), pixels(files["c1"]))  # what the stand-in returned, written
+
+
+def test_gatys_folder_goes_on_past_bad_files(weights, files, tmp_path, monkeypatch, capsys):
+    (tmp_path / "content" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tmp_path / "style" / "zz_bad.jpg").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(gatys, "gatys", stand_in_gatys(calls))
+    out = tmp_path / "out"
+    code = run_cli("--content", tmp_path / "content", "--style", tmp_path / "style",
+                   "--method", "gatys", "--steps", 2, "--weights", weights, "--output", out,
+                   *SMALL)
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cat_stylized_ink.png", "cat_stylized_oil.png",
+        "dog_stylized_ink.png", "dog_stylized_oil.png"]
+    assert len(calls) == 4
+    err = capsys.readouterr().err
+    assert "5 of 9 outputs failed" in err and "Traceback" not in err
+    # broken.png fails its 3 outputs; zz_bad.jpg the 2 others (the content is read first)
+    assert sum("broken.png" in line for line in err.splitlines()) == 3
+    assert sum("zz_bad.jpg" in line for line in err.splitlines()) == 2
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--alpha", "0.5"], "--alpha"),
+    (["--style-weights", "1"], "--style-weights"),
+    (["--mask", "MASK"], "--mask"),
+    (["--preserve-color"], "--preserve-color"),
+    (["--preserve-color", "luminance"], "--preserve-color"),
+    (["--style", "STYLE2"], "several style files"),
+])
+def test_gatys_refuses_adain_only_options(weights, files, tmp_path, capsys, extra, needle):
+    extra = [{"MASK": files["s2"], "STYLE2": files["s2"]}.get(a, a) for a in extra]
+    styles = [files["s1"]] + (extra[1:] if extra[0] == "--style" else [])
+    extra = [] if extra[0] == "--style" else extra
+    out = tmp_path / "x.png"
+    code = run_cli("--content", files["c1"], "--style", *styles, "--method", "gatys",
+                   "--weights", weights, "--output", out, *extra, *SMALL)
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--method gatys cannot use {needle}" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", [["--steps", "3"], ["--optimizer", "adam"],
+                                  ["--style-loss", "meanstd"]])
+def test_gatys_flags_refused_with_adain(files, capsys, flag):
+    with pytest.raises(SystemExit) as info:
+        run_cli("--content", files["c1"], "--style", files["s1"], *flag)
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{flag[0]} applies to --method gatys only" in err
+
+
+# --- DenseNet-121 weights ----------------------------------------------------------------------
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def test_densenet_weights_tiny_content_equals_apply(files, tmp_path):
+    """A 12x16 content through a DenseNet-121 weights file: its AdaIN map (stride 16) would
+    have 1x1 positions, so the CLI must upscale it to 17 px (not VGG's 9) and back."""
+    arch = architectures.DENSENET121
+    assert stylize_files.min_side(arch) == 17
+    assert (densenet.feature_size(16), densenet.feature_size(17)) == (1, 2)
+    rng = np.random.default_rng(5)
+    content_u8 = random_image(rng, 12, 16)
+    content = write_image(tmp_path / "tiny.png", content_u8)
+    style = as_float(pixels(files["s1"]))
+    # the CLI's resize, restated: shorter side to 17, longer int(17 * 16 / 12) = 22
+    # (torchvision Resize), PIL bilinear on float channels
+    up = np.stack([np.asarray(Image.fromarray(as_float(content_u8)[..., c], "F")
+                              .resize((22, 17), Image.BILINEAR)) for c in range(3)], -1)
+
+    # He-uniform decoder (zero biases) over densenet's own encoder init; the last conv is
+    # rescaled as in `params` above, using the same compiled reference as the check.
+    key = jax.random.key(3)
+    decoder = jax.tree.map(
+        lambda leaf: (np.zeros(leaf.shape, np.float32) if leaf.ndim == 1 else
+                      rng.uniform(-1, 1, leaf.shape).astype(np.float32)
+                      * np.sqrt(6.0 / np.prod(leaf.shape[:3]))),
+        jax.eval_shape(arch.init_decoder, key))
+    params = {"encoder": densenet.init_encoder(key), "decoder": decoder}
+    reference = jax.jit(adain_jax.apply).lower(params, up, style).compile(
+        compiler_options=FAST_COMPILE)
+    probe = np.asarray(reference(params, up, style))
+    last = params["decoder"]["stem_2"]
+    scale = 0.15 / probe.std(axis=(0, 1))
+    last["kernel"] = (last["kernel"] * scale).astype(np.float32)
+    last["bias"] = (0.5 - scale * probe.mean(axis=(0, 1))).astype(np.float32)
+    weights = adain_jax.save_params(params, tmp_path / "densenet.safetensors")
+
+    # A real process, so that XLA's optimisation level 0 can be set before JAX starts: it
+    # halves the two DenseNet compiles (same ops; the values agree to float32 rounding).
+    out = tmp_path / "tiny_out.png"
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+    proc = _subprocess("--content", content, "--style", files["s1"], "--weights", weights,
+                       "--output", out, *SMALL, cwd=tmp_path,
+                       env={"XLA_FLAGS": flags})
+    assert proc.returncode == 0, proc.stderr
+    big = np.clip(np.asarray(reference(params, up, style)), 0, 1)
+    assert big.std(axis=(0, 1)).min() > 0.05  # a varied output: the comparison is tight
+    small = np.stack([np.asarray(Image.fromarray(big[..., c], "F").resize((16, 12),
+                                                                          Image.BILINEAR))
+                      for c in range(3)], -1)
+    result = pixels(out)
+    assert result.shape == (12, 16, 3)
+    assert np.abs(result.astype(int) - quantise(small)).max() <= 1
+
+
 # --- real processes ------------------------------------------------------------------------
 
 def _subprocess(*argv, cwd, env=None):
@@ -373,7 +559,7 @@ def test_help_lists_every_flag(tmp_path):
     assert proc.returncode == 0
     flags = ["--content", "--style", "--style-weights", "--alpha", "--mask",
              "--preserve-color", "--content-size", "--style-size", "--crop", "--weights",
-             "--output", "--ext", "--quiet"]
+             "--output", "--ext", "--quiet", "--method", "--steps", "--optimizer", "--style-loss"]
     for flag in flags:
         assert flag in proc.stdout, flag
     # every optional flag states its default (--content and --style are required)
