@@ -20,7 +20,8 @@ from PIL import Image
 
 from adain_jax import densenet, evaluate, weights
 from tests import torch_reference as ref
-from tests.densenet_reference import decoder_params, randomized_densenet, torch_decoder
+from tests.densenet_reference import randomized_densenet
+from tests.test_densenet import decoder_params, torch_decoder
 from tests.torch_reference import nchw, nhwc
 
 SIZE = 32
