@@ -12,6 +12,7 @@ from adain_jax.losses import loss  # noqa: E402
 from adain_jax.models import (CONTENT_LAYER, DECODER_LAYERS, ENCODER_LAYERS,  # noqa: E402
                               STYLE_LAYERS, init_params)
 from adain_jax.ops import adain, coral  # noqa: E402
+from adain_jax.tiling import apply_tiled  # noqa: E402
 from adain_jax.transfer import StyleStats, apply, decode, encode, encode_style  # noqa: E402
 from adain_jax.weights import load_params, save_params  # noqa: E402
 

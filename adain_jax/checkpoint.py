@@ -29,7 +29,9 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            # cleanup_tmp_directories: a run killed mid-save leaves a tmp directory behind.
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 cleanup_tmp_directories=True),
         )
 
     def latest_step(self) -> int | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from adain_jax import ops
-from adain_jax.models import CONTENT_LAYER, STYLE_LAYERS
+from adain_jax import architectures, ops
+from adain_jax.models import STYLE_LAYERS
 from adain_jax.transfer import decode, encode
 
 CONTENT_WEIGHT = 1.0  # the port's --content_weight
@@ -31,10 +31,10 @@ def content_loss(g_t_feat: jax.Array, t: jax.Array) -> jax.Array:
     return mse(g_t_feat, jax.lax.stop_gradient(t))
 
 
-def style_loss(g_t_feats: dict, style_feats: dict) -> jax.Array:
-    """Eq. 13: matched channel means and stds of f(g(t)) and f(s), summed over STYLE_LAYERS."""
-    total = jnp.zeros((), jnp.float32)
-    for name in STYLE_LAYERS:
+def style_loss(g_t_feats: dict, style_feats: dict, layers=STYLE_LAYERS) -> jax.Array:
+    """Eq. 13: matched channel means and stds of f(g(t)) and f(s), summed over `layers`."""
+    total = 0.0
+    for name in layers:
         mean_g, std_g = ops.mean_std(g_t_feats[name])
         mean_s, std_s = ops.mean_std(jax.lax.stop_gradient(style_feats[name]))
         total = total + mse(mean_g, mean_s) + mse(std_g, std_s)
@@ -50,11 +50,12 @@ def loss(params, content, style, *, content_weight: float = CONTENT_WEIGHT,
     encoder only, as in the port, where the encoder's parameters are frozen. The decoded
     image is not cropped (training crops are multiples of 8).
     """
-    style_feats = encode(params, style, taps=STYLE_LAYERS)
+    arch = architectures.detect(params)
+    style_feats = encode(params, style, taps=arch.style_layers)
     content_feat = encode(params, content)
-    t = ops.adain(content_feat, style_feats[CONTENT_LAYER])
+    t = ops.adain(content_feat, style_feats[arch.content_layer])
     g_t = decode(params, t)
-    g_t_feats = encode(params, g_t, taps=STYLE_LAYERS)
-    loss_c = content_loss(g_t_feats[CONTENT_LAYER], t)
-    loss_s = style_loss(g_t_feats, style_feats)
+    g_t_feats = encode(params, g_t, taps=arch.style_layers)
+    loss_c = content_loss(g_t_feats[arch.content_layer], t)
+    loss_s = style_loss(g_t_feats, style_feats, arch.style_layers)
     return content_weight * loss_c + style_weight * loss_s, {"content": loss_c, "style": loss_s}

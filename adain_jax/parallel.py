@@ -32,9 +32,15 @@ def initialize_distributed(coordinator_address: str | None = None,
              jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over all devices of all processes, axis "data"."""
-    return jax.make_mesh((jax.device_count(),), (AXIS,))
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all devices of all processes), axis "data".
+
+    Auto axis type: the compiler propagates the batch sharding through the model (JAX 0.10's
+    make_mesh defaults to Explicit, which would need a sharding rule for every reshape).
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh((len(devices),), (AXIS,), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -55,7 +61,11 @@ def local_batch_size(global_batch_size: int) -> int:
     if global_batch_size < 1 or global_batch_size % devices:
         raise ValueError(f"batch size {global_batch_size} does not divide evenly over "
                          f"{devices} devices; use a multiple of {devices}")
-    return global_batch_size // jax.process_count()
+    local = global_batch_size // jax.process_count()
+    if local % jax.local_device_count():  # processes with unequal device counts
+        raise ValueError(f"this process's {local} examples do not divide evenly over its "
+                         f"{jax.local_device_count()} devices")
+    return local
 
 
 def shard_batch(batch, mesh: Mesh):

@@ -1,0 +1,312 @@
+"""The update step against a PyTorch training step of the port (tests/torch_reference.py).
+
+Reference: the port's train.py loop on the same weights and uint8 batches: Net.forward,
+loss = content_weight * loss_c + style_weight * loss_s, torch.optim.Adam with the lr set to
+lr / (1 + lr_decay * i) before step i.
+
+Weights: random, the encoder's scaled by 2 and the decoder's by 3 from PyTorch's default
+init. With these the float32 gradients are well conditioned (ours land ~1e-6 from a
+float64 computation); with the decoder at its default init the decoded image is nearly
+flat, its feature statistics cancel and float32 gradients, torch's as ours, are only good
+to ~4e-4. content_weight 100 makes L_c's gradient as large as L_s's.
+
+Tolerances, float32 step against the float64 torch step: losses <= 1e-5 relative at
+step 1 (measured 1.2e-7) and 1e-4 at step 2 (5.8e-6: its parameters already differ by
+step 1's rounding, see below); gradients <= 1e-4 relative L2 per tensor (measured 1e-6,
+and 2.5e-5 at step 2).
+
+Parameter updates (new - old per tensor, not the new parameters, whose relative L2 is
+dominated by the unchanged weights). Adam's first steps move each weight by about
+lr * g / (|g| + 1e-8), i.e. lr * sign(g): elements whose gradient is tiny (|g| near 1e-8,
+a few in 1e5 here) come out anywhere in [-lr, lr] from float32 rounding. So the end-to-end
+update differs from the float64 reference by up to 5e-3 relative L2 for us (torch's own
+float32 step: 3e-2 to 0.17), which is rounding, not a bug. The update is therefore
+checked in two parts: the gradients (above), and the update our step applied against
+torch.optim.Adam (float64) fed our own gradients, <= 1e-4 relative L2 (measured 1.7e-5
+and 4.3e-5: the new float32 weights, ~0.05, are rounded to ~4e-9, against updates of
+~1e-4); plus the end-to-end update against the reference step, <= 3e-2 (measured 5e-3;
+torch's own float32 step is further off).
+"""
+import struct
+from collections import defaultdict
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from adain_jax import parallel, train
+from tests import torch_reference as ref
+
+ENCODER_SCALE, DECODER_SCALE = 2.0, 3.0  # well-conditioned float32 gradients, see above
+CONFIG = train.TrainConfig(batch_size=2, lr=1e-4, lr_decay=0.5,  # decay visible in 2 steps
+                           content_weight=100.0, style_weight=1.0)
+
+
+def torch_models(dtype):
+    vgg = ref.randomize_(ref.make_port_vgg(), 0, ENCODER_SCALE)
+    decoder = ref.randomize_(ref.make_port_decoder(), 1, DECODER_SCALE)
+    return ref.port_vgg_to_relu4_1(vgg).eval().to(dtype), decoder.to(dtype)
+
+
+def uint8_batches(n_steps, batch=2, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{k: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+             for k in ("content", "style")} for _ in range(n_steps)]
+
+
+def flax_decoder(tensors) -> dict:
+    """{conv: {kernel, bias}} as float64 copies of a torch decoder's named tensors."""
+    copy = lambda t: t.detach().to(torch.float64).numpy().copy()
+    return {name: {"kernel": copy(tensors[f"{i}.weight"]).transpose(2, 3, 1, 0),
+                   "bias": copy(tensors[f"{i}.bias"])}
+            for name, i in ref.PORT_DECODER_CONVS.items()}
+
+
+def torch_training(dtype, batches, config=CONFIG):
+    """The port's loop; returns decoder params before/after each step and the gradients."""
+    vgg, decoder = torch_models(dtype)
+    net = ref.Net(vgg, decoder)
+    opt = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+    params = [flax_decoder(dict(decoder.named_parameters()))]
+    grads, losses = [], []
+    for i, batch in enumerate(batches):
+        for group in opt.param_groups:  # the port's adjust_learning_rate(optimizer, i)
+            group["lr"] = config.lr / (1.0 + config.lr_decay * i)
+        to = lambda x: torch.from_numpy(x.transpose(0, 3, 1, 2) / 255.0).to(dtype)  # not via
+        # ref.nchw, which rounds to float32
+        loss_c, loss_s = net(to(batch["content"]), to(batch["style"]))
+        loss = config.content_weight * loss_c + config.style_weight * loss_s
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        grads.append(flax_decoder({n: p.grad for n, p in decoder.named_parameters()}))
+        params.append(flax_decoder(dict(decoder.named_parameters())))
+        losses.append((loss_c.item(), loss_s.item()))
+    return params, grads, losses
+
+
+def adam_gradients(opt_states) -> list:
+    """The gradients Adam saw, from its first moments: mu_i = b1 mu_{i-1} + (1 - b1) g_i.
+
+    Read back from the state the jitted step returns, so the step under test is the
+    production one (make_train_step) and nothing is compiled twice.
+    """
+    b1 = 0.9  # optax.adam's default, as torch.optim.Adam's
+    mus = [jax.tree.map(np.zeros_like, opt_states[0][0].mu)] + [s[0].mu for s in opt_states]
+    return [jax.tree.map(lambda new, old: (new - b1 * old) / (1 - b1), mus[i + 1], mus[i])
+            for i in range(len(mus) - 1)]
+
+
+def our_training(dtype, batches, config=CONFIG):
+    """Our jitted step on a 1-device mesh, from the same weights (cast to `dtype`)."""
+    vgg, decoder = torch_models(torch.float64)
+    cast = lambda tree: jax.tree.map(lambda x: np.asarray(x, dtype), tree)
+    encoder = cast(ref.convs_from(vgg, ref.PORT_VGG_CONVS))
+    decoder_params = cast(ref.convs_from(decoder, ref.PORT_DECODER_CONVS))
+    optimizer = train.make_optimizer(config)
+    mesh = parallel.make_mesh()
+    state = parallel.replicate({"params": decoder_params, "opt": optimizer.init(decoder_params),
+                                "step": np.int32(0)}, mesh)
+    encoder = parallel.replicate(encoder, mesh)
+    step = train.make_train_step(config, mesh)
+    params, opt_states, metrics = [parallel.local_copy(state["params"])], [], []
+    for batch in batches:
+        state, m = step(state, encoder, parallel.shard_batch(batch, mesh))
+        params.append(parallel.local_copy(state["params"]))
+        opt_states.append(parallel.local_copy(state["opt"]))
+        metrics.append(parallel.local_copy(m))
+    assert int(parallel.local_copy(state["step"])) == len(batches)
+    return params, adam_gradients(opt_states), metrics
+
+
+def per_tensor(fn, a, b):
+    return {(name, kind): fn(a[name][kind], b[name][kind]) for name in a for kind in a[name]}
+
+
+def updates(params):
+    return [jax.tree.map(np.subtract, new, old) for new, old in zip(params[1:], params[:-1])]
+
+
+def torch_adam(start, grads, config=CONFIG):
+    """torch.optim.Adam (float64) from `start` fed the given gradients, with the port's lr."""
+    tensors = {key: torch.tensor(np.asarray(start[key[0]][key[1]], np.float64),
+                                 requires_grad=True)
+               for key in per_tensor(lambda a, b: None, start, start)}
+    opt = torch.optim.Adam(tensors.values(), lr=config.lr)
+    params = [start]
+    for i, grad in enumerate(grads):
+        for group in opt.param_groups:
+            group["lr"] = config.lr / (1.0 + config.lr_decay * i)
+        for (name, kind), tensor in tensors.items():
+            tensor.grad = torch.tensor(np.asarray(grad[name][kind], np.float64))
+        opt.step()
+        tree = {}
+        for (name, kind), tensor in tensors.items():
+            tree.setdefault(name, {})[kind] = tensor.detach().numpy().copy()
+        params.append(tree)
+    return params
+
+
+def test_two_steps_match_the_ports_training_step():
+    batches = uint8_batches(2)
+    ref_params, ref_grads, ref_losses = torch_training(torch.float64, batches)
+    params, grads, metrics = our_training(np.float32, batches)
+    adam_on_our_grads = torch_adam(params[0], grads)
+    for i in range(2):
+        rel = 1e-5 if i == 0 else 1e-4
+        assert metrics[i]["loss_c"] == pytest.approx(ref_losses[i][0], rel=rel)
+        assert metrics[i]["loss_s"] == pytest.approx(ref_losses[i][1], rel=rel)
+        assert float(metrics[i]["lr"]) == pytest.approx(CONFIG.lr / (1 + CONFIG.lr_decay * i))
+        grad_err = per_tensor(ref.rel_l2, grads[i], ref_grads[i])
+        assert max(grad_err.values()) <= 1e-4, grad_err
+        adam_err = per_tensor(ref.rel_l2, updates(params)[i], updates(adam_on_our_grads)[i])
+        assert max(adam_err.values()) <= 1e-4, adam_err
+        end_to_end = per_tensor(ref.rel_l2, updates(params)[i], updates(ref_params)[i])
+        assert max(end_to_end.values()) <= 3e-2, end_to_end
+
+
+def test_lr_schedule_is_the_ports():
+    schedule = train.lr_schedule(train.TrainConfig())
+    for i in (0, 1, 1000, 159_999):
+        assert float(schedule(jnp.int32(i))) == pytest.approx(1e-4 / (1 + 5e-5 * i), rel=1e-6)
+
+
+# ---- helpers for the tests that run the whole loop ---------------------------------------
+
+def make_images(folder: Path, count: int, size=(28, 20), seed=0, corrupt=0) -> Path:
+    """`count` random PNGs (and `corrupt` truncated JPEGs) in `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+    for i in range(corrupt):
+        (folder / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def read_events(logdir):
+    """({tag: {step: value}} scalars, {tag: [steps]} images) from TensorBoard event files.
+
+    Reads the TFRecord framing (u64 length, u32 crc, payload, u32 crc) and parses each
+    payload with tensorboardX's Event proto, so no TensorFlow/TensorBoard is needed.
+    """
+    from tensorboardX.proto import event_pb2
+
+    scalars, images = defaultdict(dict), defaultdict(list)
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        raw, pos = path.read_bytes(), 0
+        while pos < len(raw):
+            (length,) = struct.unpack("<Q", raw[pos:pos + 8])
+            event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    images[value.tag].append(event.step)
+                else:
+                    scalars[value.tag][event.step] = value.simple_value
+    return scalars, images
+
+
+# ---- the CLI end to end -------------------------------------------------------------------
+
+def cli_module(name):
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    return importlib.import_module(name)
+
+
+def test_cli_trains_on_mock_coco_and_stylize_reads_the_export(tmp_path, capsys):
+    """train.py's main on TFDS coco/2017 (tfds.testing.mock_data), styles with two corrupt
+    files; then the exported file drives stylize.py."""
+    import orbax.checkpoint as ocp
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    from adain_jax import data, weights
+    from tests.test_parallel import random_params
+
+    encoder = random_params()["encoder"]
+    encoder_file = weights.save_params({"encoder": encoder}, tmp_path / "vgg.safetensors")
+    styles = make_images(tmp_path / "styles", 3, seed=3, corrupt=2)
+    workdir = tmp_path / "run"
+    skipped_before = data.skipped_files()
+    argv = ["--workdir", str(workdir), "--encoder-weights", str(encoder_file),
+            "--tfds", "coco/2017", "--styles", str(styles), "--resize", "24", "--crop-size",
+            "16", "--batch-size", "2", "--steps", "4", "--save-every", "2", "--sample-every",
+            "2", "--log-every", "1"]
+    with tfds.testing.mock_data(num_examples=6):
+        assert cli_module("train").main(argv) == 0
+    assert data.skipped_files() > skipped_before  # the corrupt styles were met and skipped
+
+    # The export: our encoder unchanged, the decoder of the final checkpoint.
+    exported = weights.load_params(workdir / "adain.safetensors")
+    final = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "4" / "state")
+    for name in encoder:
+        for kind in ("kernel", "bias"):
+            np.testing.assert_array_equal(exported["encoder"][name][kind], encoder[name][kind])
+    for name in exported["decoder"]:
+        for kind in ("kernel", "bias"):
+            np.testing.assert_array_equal(exported["decoder"][name][kind],
+                                          final["params"][name][kind])
+    assert sorted(exported) == ["decoder", "encoder"]
+
+    # TensorBoard: every scalar at every step (log_every 1), the port's lr, sample images.
+    scalars, images = read_events(workdir / "tensorboard")
+    for tag in ("loss", "loss_c", "loss_s", "lr", "grad_norm", "images_per_second"):
+        assert sorted(scalars[tag]) == [1, 2, 3, 4], tag
+    for step in (1, 2, 3, 4):
+        assert scalars["lr"][step] == pytest.approx(1e-4 / (1 + 5e-5 * (step - 1)), rel=1e-6)
+        assert scalars["loss"][step] == pytest.approx(
+            scalars["loss_c"][step] + 10 * scalars["loss_s"][step], rel=1e-5)
+    assert images["content_style_output"] == [2, 4]
+
+    content = make_images(tmp_path / "content", 1, size=(24, 16), seed=4) / "img00.png"
+    output = tmp_path / "stylized.png"
+    capsys.readouterr()
+    code = cli_module("stylize").main([
+        "--content", str(content), "--style", str(styles / "img00.png"), "--weights",
+        str(workdir / "adain.safetensors"), "--output", str(output), "--content-size", "0",
+        "--style-size", "0", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(output).size == (24, 16)
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    train_cli = cli_module("train")
+    styles = make_images(tmp_path / "styles", 1)
+    base = ["--workdir", str(tmp_path / "run"), "--content-dir", str(styles),
+            "--styles", str(styles)]
+    cases = [
+        (["--encoder-weights", str(tmp_path / "missing.safetensors")],
+         f"{tmp_path / 'missing.safetensors'}: no such weights file"),
+        (["--encoder-weights", str(tmp_path / "x"), "--steps", "0"], "--steps must be at least 1"),
+    ]
+    for extra, expected in cases:
+        assert train_cli.main(base + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("train.py: error: ") and expected in err[-1], err
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(base + ["--batch-size", "two"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_module("train").main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--workdir", "--encoder-weights", "--steps", "--batch-size", "--lr",
+                 "--lr-decay", "--content-weight", "--style-weight", "--tfds", "--data-dir",
+                 "--content-dir", "--styles", "--resize", "--crop-size", "--resize-mode",
+                 "--seed", "--workers", "--save-every", "--export-every", "--sample-every",
+                 "--distributed", "--coordinator-address", "--num-processes", "--process-id"):
+        assert flag in text, flag
