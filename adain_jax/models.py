@@ -11,6 +11,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -56,8 +57,37 @@ def feature_size(size: int) -> int:
     return size
 
 
+def _reflect_index(size: int) -> np.ndarray:
+    """Indices into an axis of `size` that pad it by one pixel with reflection."""
+    return np.r_[min(1, size - 1), np.arange(size), max(size - 2, 0)]
+
+
+@jax.custom_vjp
 def reflect_pad(x: jax.Array) -> jax.Array:
-    return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    """1-pixel reflection padding of NHWC `x` (torch's ReflectionPad2d(1)).
+
+    A gather with static indices: XLA makes it one fusion, where jnp.pad(mode="reflect")
+    is two concatenations (two passes, and slower to compile). The gradient folds the
+    border back with slices and pads rather than the gather's transpose, a scatter-add:
+    with jaxlib 0.10, a gather-based Winograd tiling gave wrong gradients (6.6e-3
+    relative) once jitted inside the whole style-transfer gradient, so the backward pass
+    avoids scatters altogether.
+    """
+    h, w = x.shape[1:3]
+    return x[:, _reflect_index(h)][:, :, _reflect_index(w)]
+
+
+def _fold_border(g: jax.Array, axis: int) -> jax.Array:
+    """Adjoint of 1-pixel reflection padding along `axis`."""
+    size = g.shape[axis] - 2
+    first, last = _reflect_index(size)[[0, -1]]
+    edge = lambda i, at: jnp.pad(lax.slice_in_dim(g, i, i + 1, axis=axis),
+                                 [(0, 0)] * axis + [(at, size - 1 - at)] + [(0, 0)] * (g.ndim - axis - 1))
+    return lax.slice_in_dim(g, 1, size + 1, axis=axis) + edge(0, first) + edge(size + 1, last)
+
+
+reflect_pad.defvjp(lambda x: (reflect_pad(x), None),
+                   lambda _, g: (_fold_border(_fold_border(g, 1), 2),))
 
 
 def max_pool_ceil(x: jax.Array) -> jax.Array:
@@ -75,6 +105,80 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
     return x.reshape(n, 2 * h, 2 * w, c)
 
 
+def conv_valid(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIGHEST) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision=precision)
+
+
+# Winograd F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+# 2016), interpolation points 0, +-1, +-2, inf: Y = A^T [(G g G^T) * (B^T d B)] A on 6x6
+# input tiles d giving 4x4 output tiles, 36 multiplications instead of 144. In float32
+# its rounding error is ~1e-6 relative per layer (tests/test_transfer.py holds the whole
+# pipeline to 1e-5 against the PyTorch port).
+WINOGRAD_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                        [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]])
+WINOGRAD_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                       [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                        [0, 1, -1, 8, -8, 1]])
+# Below this many input channels XLA's direct convolution is faster on CPU (measured by
+# benchmarks/ideas.py): the transforms' memory traffic outweighs the saved multiplications.
+WINOGRAD_MIN_CHANNELS = 128
+
+
+def _winograd_tiles(xp: jax.Array, axis: int, tiles: int) -> jax.Array:
+    """(6, ...) stack of the 6-row tiles of padded `xp` along `axis`: tile t starts at 4t.
+
+    Strided slices rather than a gather, so that the gradient is a pad, not a scatter.
+    Rows past the end (zeros) only reach outputs that are cropped away.
+    """
+    extra = 4 * tiles + 2 - xp.shape[axis]
+    if extra > 0:
+        xp = jnp.pad(xp, [(0, 0)] * axis + [(0, extra)] + [(0, 0)] * (xp.ndim - axis - 1))
+    return jnp.stack([lax.slice_in_dim(xp, i, i + 4 * tiles - 3, 4, axis) for i in range(6)])
+
+
+def _transform(matrix: np.ndarray, x: jax.Array, precision) -> jax.Array:
+    """sum_k matrix[r, k] x[k, ...]: a small matrix applied along the leading axis."""
+    flat = x.reshape(x.shape[0], -1)
+    out = jnp.dot(jnp.asarray(matrix, x.dtype), flat, precision=precision)
+    return out.reshape((matrix.shape[0],) + x.shape[1:])
+
+
+def winograd_conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIGHEST):
+    """conv3x3_reflect by Winograd F(4x4, 3x3): 2.25x fewer multiplications than direct.
+
+    Every step is a slice, a transpose or a matrix product, which XLA compiles quickly
+    and differentiates into the same kinds of ops.
+    """
+    n, h, w, cin = x.shape
+    cout = kernel.shape[-1]
+    th, tw = -(-h // 4), -(-w // 4)
+    rows = _transform(WINOGRAD_BT, _winograd_tiles(reflect_pad(x), 1, th), precision)
+    tiles = _winograd_tiles(rows, 3, tw)  # (6 s, 6 r, n, th, tw, cin)
+    v = _transform(WINOGRAD_BT, tiles, precision).reshape(36, n * th * tw, cin)
+    # U[s, r] = G[r, i] g[i, j] G[s, j], one (36, 9) x (9, cin * cout) product.
+    gg = np.einsum("sj,ri->srij", WINOGRAD_G, WINOGRAD_G).reshape(36, 9)
+    u = _transform(gg, kernel.reshape(9, cin, cout), precision)
+    m = jnp.einsum("pkc,pcd->pkd", v, u, precision=precision).reshape(6, 6, n, th, tw, cout)
+    y = _transform(WINOGRAD_AT, m, precision)  # (4 j, 6 r, ...)
+    y = _transform(WINOGRAD_AT, jnp.moveaxis(y, 1, 0), precision)  # (4 i, 4 j, n, th, tw, cout)
+    y = jnp.transpose(y, (2, 3, 0, 4, 1, 5)).reshape(n, 4 * th, 4 * tw, cout)
+    return y[:, :h, :w]
+
+
+def conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIGHEST):
+    """3x3 convolution of the reflection-padded `x` (same spatial size out).
+
+    On CPU, layers with many input channels use Winograd F(4x4, 3x3); elsewhere (GPUs
+    pick their own algorithms) a direct convolution.
+    """
+    if x.shape[-1] >= WINOGRAD_MIN_CHANNELS and jax.default_backend() == "cpu":
+        return winograd_conv3x3_reflect(x, kernel, precision)
+    return conv_valid(reflect_pad(x), kernel, precision)
+
+
 class ConvLayer(nn.Module):
     """A conv with reflection padding (3x3) or none (1x1), as in the reference port."""
 
@@ -89,11 +193,8 @@ class ConvLayer(nn.Module):
                             (self.kernel, self.kernel, in_channels, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if self.kernel == 3:
-            x = reflect_pad(x)
-        y = lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=self.precision)
-        return y + bias
+            return conv3x3_reflect(x, kernel, self.precision) + bias
+        return conv_valid(x, kernel, self.precision) + bias
 
 
 def relu_name(conv_name: str) -> str:
@@ -107,6 +208,9 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, images):
+        unknown = set(self.taps) - set(STYLE_LAYERS)
+        if unknown:
+            raise ValueError(f"unknown VGG taps {sorted(unknown)}; available: {STYLE_LAYERS}")
         x, out = images, {}
         for layer in ENCODER_LAYERS:
             if layer == POOL:
