@@ -65,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", required=True, metavar="DIR",
                         help="run directory: checkpoints, TensorBoard events, the exported "
                              "model; an existing run there is resumed")
+    parser.add_argument("--encoder", choices=("vgg19", "densenet121"),
+                        help="encoder architecture, checked against --encoder-weights; "
+                             "densenet121 defaults to the file `convert_weights.py "
+                             "--torchvision-densenet` writes (default: whatever the "
+                             "weights file holds, VGG-19 for the default file)")
     parser.add_argument("--encoder-weights", metavar="FILE",
                         help="adain-jax safetensors with the VGG encoder, from "
                              "convert_weights.py (a decoder in it is ignored; default: the "
@@ -151,8 +156,12 @@ def make_config(args: argparse.Namespace):
         DataConfig(), tfds=args.tfds, data_dir=args.data_dir, content_dir=args.content_dir,
         styles=args.styles, resize=args.resize, crop_size=args.crop_size,
         resize_mode=args.resize_mode, seed=args.seed, workers=args.workers)
+    encoder_weights = args.encoder_weights
+    if encoder_weights is None and args.encoder == "densenet121":
+        from adain_jax.convert import densenet_encoder_path
+        encoder_weights = str(densenet_encoder_path())
     return TrainConfig(
-        encoder_weights=args.encoder_weights, steps=args.steps, batch_size=args.batch_size,
+        encoder=args.encoder, encoder_weights=encoder_weights, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, lr_decay=args.lr_decay, content_weight=args.content_weight,
         style_weight=args.style_weight, save_every=args.save_every,
         export_every=args.export_every, sample_every=args.sample_every,

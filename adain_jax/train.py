@@ -39,6 +39,7 @@ class TrainConfig:
     """Every training default, in one place (the port's train.py values where it has one)."""
 
     encoder_weights: str | None = None  # None: the cached adain.safetensors (download.py)
+    encoder: str | None = None  # "vgg19" or "densenet121": checked against the weights
     steps: int = 160_000  # the port's --max_iter
     batch_size: int = 8  # GLOBAL batch, split over all devices of all processes
     lr: float = 1e-4
@@ -94,9 +95,15 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(lr_schedule(config))
 
 
-def init_state(key, optimizer) -> dict:
-    """{"params": decoder params (PyTorch default init), "opt": Adam state, "step": 0}."""
-    params = models.torch_default_conv_init(key, models.DECODER_LAYERS)
+def init_state(key, optimizer, init_decoder=None) -> dict:
+    """{"params": decoder params (PyTorch default init), "opt": Adam state, "step": 0}.
+
+    `init_decoder` is the encoder architecture's (architectures.detect); VGG-19 by default.
+    """
+    if init_decoder is None:
+        params = models.torch_default_conv_init(key, models.DECODER_LAYERS)
+    else:
+        params = init_decoder(key)
     return {"params": params, "opt": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
@@ -238,7 +245,12 @@ def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
     key = jax.random.key(config.data.seed)
     # Initialised on one local device and then replicated: compiling the random init for
     # the whole mesh costs more than the copies (14 s against 1 s with two CPU processes).
-    init = jax.jit(functools.partial(init_state, optimizer=optimizer))
+    arch = architectures.detect({"encoder": encoder_host})
+    if config.encoder is not None and config.encoder != arch.name:
+        raise ConfigError(f"--encoder {config.encoder}, but the encoder weights are "
+                          f"{arch.name}; pass the matching --encoder-weights file")
+    init = jax.jit(functools.partial(init_state, optimizer=optimizer,
+                                     init_decoder=arch.init_decoder))
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
     record = _config_record(config)
     start = ckpt.latest_step()

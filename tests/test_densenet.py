@@ -238,3 +238,44 @@ def test_training_loss_gradient_and_a_few_adam_steps(models):
         history.append(float(value))
     assert all(np.isfinite(history))
     assert all(b < a for a, b in zip(history, history[1:])), history
+
+
+def test_train_cli_with_densenet_encoder_and_the_export_stylises(tmp_path, capsys):
+    """train.py --encoder densenet121: a few real steps, then stylize.py reads the export."""
+    from PIL import Image
+
+    from adain_jax import densenet, weights
+    from tests.test_train import cli_module, make_images
+
+    encoder = densenet.init_encoder(jax.random.key(0))
+    encoder_file = weights.save_params({"encoder": encoder}, tmp_path / "dn.safetensors")
+    contents = make_images(tmp_path / "content", 2, size=(40, 40), seed=1)
+    styles = make_images(tmp_path / "styles", 2, size=(40, 40), seed=2)
+    workdir = tmp_path / "run"
+    argv = ["--workdir", str(workdir), "--encoder", "densenet121", "--encoder-weights",
+            str(encoder_file), "--content-dir", str(contents), "--styles", str(styles),
+            "--resize", "32", "--crop-size", "32", "--batch-size", "2", "--steps", "2",
+            "--save-every", "2", "--log-every", "1"]
+    assert cli_module("train").main(argv) == 0, capsys.readouterr().err
+    exported = weights.load_params(workdir / "adain.safetensors")
+    assert weights.read_metadata(workdir / "adain.safetensors")["encoder"] == "densenet121"
+    init = densenet.init_decoder(jax.random.key(0))
+    assert sorted(exported["decoder"]) == sorted(init)
+    for name in encoder:  # the encoder is frozen: exported unchanged
+        for leaf_a, leaf_b in zip(jax.tree.leaves(exported["encoder"][name]),
+                                  jax.tree.leaves(encoder[name])):
+            np.testing.assert_array_equal(leaf_a, leaf_b)
+
+    # the wrong --encoder for the weights is one clear line
+    capsys.readouterr()
+    assert cli_module("train").main(argv[:2] + ["--encoder", "vgg19"] + argv[4:]) == 1
+    err = capsys.readouterr().err
+    assert "densenet121" in err and "Traceback" not in err
+
+    output = tmp_path / "out.png"
+    code = cli_module("stylize").main([
+        "--content", str(contents / "img00.png"), "--style", str(styles / "img01.png"),
+        "--weights", str(workdir / "adain.safetensors"), "--output", str(output),
+        "--content-size", "0", "--style-size", "0", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(output).size == (40, 40)
