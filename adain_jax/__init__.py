@@ -17,7 +17,8 @@ from adain_jax.transfer import StyleStats, apply, decode, encode, encode_style  
 from adain_jax.weights import load_params, save_params  # noqa: E402
 
 __all__ = [
-    "apply", "encode", "decode", "encode_style", "adain", "coral", "StyleStats",
+    "apply", "apply_tiled", "encode", "decode", "encode_style", "adain", "coral", "loss",
+    "StyleStats",
     "load_params", "save_params", "init_params",
     "ENCODER_LAYERS", "DECODER_LAYERS", "STYLE_LAYERS", "CONTENT_LAYER",
 ]

@@ -284,10 +284,17 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     styles = make_images(tmp_path / "styles", 1)
     base = ["--workdir", str(tmp_path / "run"), "--content-dir", str(styles),
             "--styles", str(styles)]
+    from adain_jax import weights
+    from tests.test_parallel import random_params
+
+    encoder = weights.save_params({"encoder": random_params()["encoder"]},
+                                  tmp_path / "vgg.safetensors")
     cases = [
         (["--encoder-weights", str(tmp_path / "missing.safetensors")],
          f"{tmp_path / 'missing.safetensors'}: no such weights file"),
-        (["--encoder-weights", str(tmp_path / "x"), "--steps", "0"], "--steps must be at least 1"),
+        (["--encoder-weights", str(encoder), "--steps", "0"], "--steps must be at least 1"),
+        (["--encoder-weights", str(encoder), "--crop-size", "12", "--resize", "20"],
+         "--crop-size 12 must be a multiple of 8 for vgg19"),
     ]
     for extra, expected in cases:
         assert train_cli.main(base + extra) == 1
