@@ -565,3 +565,20 @@ def test_help_lists_every_flag(tmp_path):
     # every optional flag states its default (--content and --style are required)
     assert proc.stdout.count("default:") >= len(flags) - 2
     assert "convert_weights.py --download" in proc.stdout
+
+
+def test_large_content_goes_through_tiling_with_the_same_result(params, weights, files,
+                                                                tmp_path, monkeypatch):
+    """Above TILE_ABOVE_PIXELS the CLI stylises via tiling.apply_tiled: same pixels."""
+    calls = []
+    real = stylize_files.tiling.apply_tiled
+    monkeypatch.setattr(stylize_files, "TILE_ABOVE_PIXELS", H * W - 1)
+    monkeypatch.setattr(stylize_files.tiling, "apply_tiled",
+                        lambda *a, **k: calls.append(1) or real(*a, tile=16))
+    out = tmp_path / "tiled.png"
+    assert run_cli("--content", files["c1"], "--style", files["s1"], "--alpha", 0.7,
+                   "--weights", weights, "--output", out, *SMALL) == 0
+    assert calls == [1]
+    expected = reference_apply(params, as_float(pixels(files["c1"])),
+                               as_float(pixels(files["s1"])), 0.7)
+    assert_matches(pixels(out), quantise(expected))
