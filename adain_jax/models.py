@@ -81,8 +81,8 @@ def _fold_border(g: jax.Array, axis: int) -> jax.Array:
     """Adjoint of 1-pixel reflection padding along `axis`."""
     size = g.shape[axis] - 2
     first, last = _reflect_index(size)[[0, -1]]
-    edge = lambda i, at: jnp.pad(lax.slice_in_dim(g, i, i + 1, axis=axis),
-                                 [(0, 0)] * axis + [(at, size - 1 - at)] + [(0, 0)] * (g.ndim - axis - 1))
+    widths = lambda at: [(0, 0)] * axis + [(at, size - 1 - at)] + [(0, 0)] * (g.ndim - axis - 1)
+    edge = lambda i, at: jnp.pad(lax.slice_in_dim(g, i, i + 1, axis=axis), widths(at))
     return lax.slice_in_dim(g, 1, size + 1, axis=axis) + edge(0, first) + edge(size + 1, last)
 
 

@@ -81,7 +81,8 @@ def _decode_window(params, feat, content_mean, content_std, style_mean, style_st
 
 
 def encode_tiled(params, content, tile: int = DEFAULT_TILE) -> np.ndarray:
-    """f(content) at relu4_1 for one (H, W, 3) image, window by window: (ceil(H/8), ceil(W/8), C)."""
+    """f(content) at relu4_1 of one (H, W, 3) image, window by window: (H/8, W/8, C),
+    sides rounded up."""
     h, w, _ = content.shape
     rows, cols = -(-h // STRIDE), -(-w // STRIDE)
     feat = None

@@ -399,7 +399,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated subset of {','.join(CASES)}")
-    parser.add_argument("--reps", type=int, default=10, help="timed repeats per configuration (train, batch4: half)")
+    parser.add_argument("--reps", type=int, default=10,
+                        help="timed repeats per configuration (train, batch4: half)")
     parser.add_argument("--quick", action="store_true", help="3 repeats, for a smoke run")
     parser.add_argument("--torch", default=",".join(TORCH_CONFIGS),
                         help="PyTorch configurations to run ('' for none)")

@@ -39,7 +39,8 @@ FLAG_SETS = {
     "jaxlib default": "",
     "ours: ynn_fusion_type= (no YNNPACK)": "--xla_cpu_experimental_ynn_fusion_type=",
     "YNNPACK dots only": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
-    "ours + use_xnnpack=false": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_xnnpack=false",
+    "ours + use_xnnpack=false": ("--xla_cpu_experimental_ynn_fusion_type= "
+                                 "--xla_cpu_use_xnnpack=false"),
     "ours + prefer_vector_width=512": ("--xla_cpu_experimental_ynn_fusion_type= "
                                        "--xla_cpu_prefer_vector_width=512"),
     "ours + multi_thread_eigen=false": ("--xla_cpu_experimental_ynn_fusion_type= "
@@ -147,7 +148,8 @@ def ideas_precision(reps):
         fn = lambda x, k, p=p: models.conv_valid(models.reflect_pad(x), k, p)
         outs[p] = np.asarray(fn(x, k))
         show(f"direct, {p.name}", measure(fn, x, k, reps=reps))
-    print(f"  max |HIGHEST - DEFAULT| = {np.abs(outs[lax.Precision.HIGHEST] - outs[lax.Precision.DEFAULT]).max()}")
+    diff = np.abs(outs[lax.Precision.HIGHEST] - outs[lax.Precision.DEFAULT]).max()
+    print(f"  max |HIGHEST - DEFAULT| = {diff}")
 
 
 def stylize_512(reps):
