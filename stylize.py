@@ -5,6 +5,7 @@
     python stylize.py --content c.jpg --style a.jpg b.jpg --style-weights 2 1 --output out.png
     python stylize.py --content c.jpg --style a.jpg b.jpg --mask left.png right.png
     python stylize.py --content c.jpg --style a.jpg --preserve-color luminance
+    python stylize.py --content clip.mp4 --style a.jpg --alpha 0.8   # a video, frame by frame
     # the optimisation baseline of Gatys et al. (slow; needs only an encoder):
     python stylize.py --content c.jpg --style a.jpg --method gatys --steps 300
 """
@@ -24,6 +25,13 @@ outputs:
   --style-weights) or, with --mask, a spatial combination; it is named after all of its
   styles, e.g. photo_stylized_waves_stripes.png. A content image's alpha channel is
   carried over to PNG and WebP outputs.
+
+videos:
+  A content video (.mp4 .mov .m4v .mkv .avi .webm, also inside a content folder) is
+  stylised frame by frame, the style encoded once, into {content}_stylized_{style}.mp4
+  at the same frame rate (--video-ext mkv: lossless FFV1). Audio is not copied. Frames
+  are written to NAME.partial.EXT first; after a failure that file holds the frames done.
+  Needs PyAV: pip install 'adain-jax[video]'.
 
 methods:
   adain (default) runs the encoder, AdaIN and the trained decoder once per output.
@@ -64,26 +72,30 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _positive(what: str):
+    """An argparse type: a whole number >= 1 of `what`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text!r}")
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     from adain_jax import gatys
     from adain_jax.download import default_weights_path
-    from adain_jax.stylize_files import DEFAULT_OUTPUT, DEFAULT_SIZE, METHODS, Settings
+    from adain_jax.stylize_files import (DEFAULT_OUTPUT, DEFAULT_SIZE, DEFAULT_VIDEO_BATCH,
+                                         DEFAULT_VIDEO_EXT, METHODS, Settings)
 
     parser = _Parser(prog=PROG, epilog=EPILOG,
                      description="Arbitrary style transfer with AdaIN (Huang & Belongie, 2017).",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--content", required=True, metavar="PATH",
-                        help="content image file, or a folder of them")
+                        help="content image or video file, or a folder of them")
     parser.add_argument("--style", required=True, nargs="+", metavar="PATH",
                         help="style image file(s), or one folder of them; several files are "
                              "combined into one output")
@@ -116,7 +128,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="adain: one pass through the trained decoder; gatys: optimise "
                              "the image (slow, no decoder; see below) (default: %(default)s)")
     # None when not given, so that giving them with --method adain can be refused
-    parser.add_argument("--steps", type=_steps, metavar="N",
+    parser.add_argument("--steps", type=_positive("steps"), metavar="N",
                         help=f"gatys: optimisation steps (default: {Settings.steps})")
     parser.add_argument("--optimizer", choices=gatys.OPTIMIZERS,
                         help=f"gatys: the optimiser (default: {Settings.optimizer})")
@@ -128,9 +140,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "written by `python convert_weights.py --download`)")
     parser.add_argument("--output", metavar="PATH",
                         help="output folder, created if needed, or, for a single output, "
-                             f"a file name with an image extension (default: {DEFAULT_OUTPUT}/)")
+                             "a file name with an image extension (a video one for a content "
+                             f"video) (default: {DEFAULT_OUTPUT}/)")
     parser.add_argument("--ext", default="png", choices=("png", "jpg", "jpeg", "webp", "bmp"),
                         help="format of the files written to an output folder "
+                             "(default: %(default)s)")
+    parser.add_argument("--video-ext", default=DEFAULT_VIDEO_EXT, choices=("mp4", "mkv"),
+                        help="format of videos written to an output folder: mp4 (H.264) or "
+                             "mkv (lossless FFV1) (default: %(default)s)")
+    parser.add_argument("--video-batch", type=_positive("frames"), default=DEFAULT_VIDEO_BATCH,
+                        metavar="N",
+                        help="video frames stylised per call; more can be faster on a GPU "
                              "(default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar or log lines, only errors (default: off)")
@@ -166,10 +186,11 @@ def main(argv=None) -> int:
         masks=None if args.mask is None else tuple(Path(m) for m in args.mask),
         preserve_color=args.preserve_color, content_size=args.content_size,
         style_size=args.style_size, crop=args.crop, method=args.method, steps=args.steps,
-        optimizer=args.optimizer, style_loss=args.style_loss)
+        optimizer=args.optimizer, style_loss=args.style_loss, video_batch=args.video_batch)
     try:
         jobs = stylize_files.plan_jobs(args.content, args.style, output=args.output,
-                                       ext=args.ext, settings=settings)
+                                       ext=args.ext, video_ext=args.video_ext,
+                                       settings=settings)
     except stylize_files.UsageError as err:
         return error(f"{err} (see --help)")
 

@@ -12,6 +12,9 @@ for repeated sizes. Without colour preservation a style is encoded once, with
 
 With `Settings(method="gatys")` each content x style pair is instead optimised by
 `gatys.gatys` (the baseline of Gatys et al.; no decoder needed), one pair at a time.
+
+A content video (see `video.VIDEO_EXTENSIONS`) is stylised frame by frame with the style
+encoded once, `Settings.video_batch` frames per call, into a video of the same frame rate.
 """
 from __future__ import annotations
 
@@ -28,12 +31,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from adain_jax import architectures, gatys, images, tiling, transfer
+from adain_jax import architectures, gatys, images, tiling, transfer, video
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = Path("output")
 DEFAULT_SIZE = 512  # shorter side of content and style, as the reference test script
+DEFAULT_VIDEO_EXT = "mp4"
+DEFAULT_VIDEO_BATCH = 1  # frames per call; see benchmarks/ (batch 4 gains little on a CPU)
 METHODS = ("adain", "gatys")
 
 
@@ -83,17 +88,23 @@ class Settings:
     steps: int = gatys.STEPS
     optimizer: str = "lbfgs"
     style_loss: str = "gram"
+    video_batch: int = DEFAULT_VIDEO_BATCH  # content videos: frames per stylisation call
 
 
-def list_images(path, role: str) -> list[Path]:
-    """A file as itself; a folder as its image files (by extension, sorted, not recursive)."""
+def list_images(path, role: str, videos: bool = False) -> list[Path]:
+    """A file as itself; a folder as its image files (by extension, sorted, not recursive),
+    and its video files too if `videos`."""
     path = Path(path)
     if path.is_dir():
+        wanted = lambda p: images.is_image_path(p) or (videos and video.is_video_path(p))
         found = sorted(p for p in path.iterdir()
-                       if p.is_file() and images.is_image_path(p) and not p.name.startswith("."))
+                       if p.is_file() and wanted(p) and not p.name.startswith(".")
+                       and ".partial." not in p.name)
         if not found:
-            raise UsageError(f"{path}: no {role} images in this folder (looked for "
-                             f"{', '.join(images.IMAGE_EXTENSIONS)})")
+            extensions = images.IMAGE_EXTENSIONS + (video.VIDEO_EXTENSIONS if videos else ())
+            kinds = "images or videos" if videos else "images"
+            raise UsageError(f"{path}: no {role} {kinds} in this folder (looked for "
+                             f"{', '.join(extensions)})")
         return found
     if not path.exists():
         raise UsageError(f"{path}: no such {role} file or folder")
@@ -158,12 +169,13 @@ def _check_settings(settings: Settings, styles: Sequence[Path], style_is_folder:
 
 
 def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
-              settings: Settings = Settings()) -> list[Job]:
+              video_ext: str = DEFAULT_VIDEO_EXT, settings: Settings = Settings()) -> list[Job]:
     """Expand content and style paths (files or folders) into output jobs.
 
     One style folder gives one output per style; several style files give one combined
-    output per content. `output` ending in an image extension is the output file (only
-    for a single output); anything else is a folder (default `output/`).
+    output per content. `output` ending in an image or video extension is the output file
+    (only for a single output); anything else is a folder (default `output/`), where
+    images are written as `ext` and content videos as `video_ext`.
     """
     styles = [Path(s) for s in styles]
     if not styles:
@@ -173,7 +185,10 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
         raise UsageError(f"{folder_styles[0]}: a style folder cannot be combined with other "
                          "styles; give one folder, or several style files")
     _check_settings(settings, styles, bool(folder_styles))
-    contents = list_images(content, "content")
+    contents = list_images(content, "content", videos=True)
+    if settings.method == "gatys" and any(video.is_video_path(c) for c in contents):
+        raise UsageError("--method gatys cannot stylise videos (one optimisation per frame "
+                         "would take hours); use --method adain")
     if folder_styles:
         style_sets = [(s,) for s in list_images(folder_styles[0], "style")]
     else:
@@ -183,23 +198,27 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
     if f".{ext}" not in images.SAVE_FORMATS:
         raise UsageError(f"--ext {ext}: cannot write that format; use one of "
                          f"{', '.join(s.lstrip('.') for s in images.SAVE_FORMATS)}")
+    video_ext = video_ext.lower().lstrip(".")
+    if not video.can_write(f"x.{video_ext}"):
+        raise UsageError(f"--video-ext {video_ext}: cannot write that format; use one of "
+                         f"{', '.join(s.lstrip('.') for s in video.OUTPUT_CODECS)}")
     count = len(contents) * len(style_sets)
     output = DEFAULT_OUTPUT if output is None else Path(output)
     # Any extension PIL knows (.gif too) means a file, so a format we cannot write is
     # refused instead of silently becoming a folder name.
-    if images.is_image_path(output) or output.suffix.lower() in Image.registered_extensions():
+    if (images.is_image_path(output) or video.is_video_path(output)
+            or output.suffix.lower() in Image.registered_extensions()):
         if count != 1:
             raise UsageError(f"--output {output} names one file, but this run makes {count} "
                              "outputs; give a folder instead")
-        try:
-            images.save_format(output)
-        except images.ImageError as err:
-            raise UsageError(str(err)) from None
+        _check_output_file(contents[0], output)
         jobs = [Job(contents[0], style_sets[0], output)]
     else:
         if output.exists() and not output.is_dir():
             raise UsageError(f"--output {output}: exists and is not a folder")
-        jobs = [Job(c, s, output / output_name(c, s, ext)) for c in contents for s in style_sets]
+        jobs = [Job(c, s, output / output_name(c, s, video_ext if video.is_video_path(c)
+                                               else ext))
+                for c in contents for s in style_sets]
 
     inputs = {p.resolve(): p for p in [*contents, *styles, *(settings.masks or ())]}
     seen = {}
@@ -213,6 +232,21 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
                              "would be written there; rename one")
         seen[target] = job
     return jobs
+
+
+def _check_output_file(content: Path, output: Path) -> None:
+    """An output file name must suit its content: an image for an image, a video for a video."""
+    if video.is_video_path(content):
+        if not video.can_write(output):
+            raise UsageError(f"--output {output}: {content} is a video; name a "
+                             f"{', '.join(video.OUTPUT_CODECS)} file or a folder")
+        return
+    if video.is_video_path(output):
+        raise UsageError(f"--output {output}: names a video, but {content} is an image")
+    try:
+        images.save_format(output)
+    except images.ImageError as err:
+        raise UsageError(str(err)) from None
 
 
 # --- stylising ------------------------------------------------------------------------
@@ -290,6 +324,8 @@ def stylize_job(params, job: Job, settings: Settings, styles: _Styles,
 
     progress: a bar over the optimisation steps (method "gatys" only).
     """
+    if video.is_video_path(job.content):
+        return stylize_video_job(params, job, settings, styles, progress=progress)
     rgb, alpha = prepare(images.load_image(job.content), settings.content_size, settings.crop)
     height, width = rgb.shape[:2]
     content = fit_min_side(rgb, styles.min_side)
@@ -309,15 +345,69 @@ def stylize_job(params, job: Job, settings: Settings, styles: _Styles,
 TILE_ABOVE_PIXELS = 2048 * 2048
 
 
+def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
+                      progress: bool = False) -> None:
+    """Stylise a content video frame by frame into `job.output` (same frame rate).
+
+    Frames get the images' preprocessing (--content-size, --crop); for H.264 outputs a
+    frame with an odd side loses its last row or column (yuv420p needs even sides).
+    Raises VideoError; frames stylised before a failure are kept in the `.partial` file.
+    """
+    even = video.needs_even_sides(job.output)
+    batch_size = settings.video_batch
+    if settings.masks is not None or settings.preserve_color:
+        batch_size = 1  # per-frame masks resizing and colour matching: one frame at a time
+    with video.VideoReader(job.content) as reader:
+        if "audio" in reader.dropped_streams:
+            log.warning("%s: its audio is not copied to the output", job.content)
+        bar = tqdm(total=reader.frames, disable=not progress, file=sys.stderr, unit="frame",
+                   leave=False, desc=job.output.name)
+        writer = video.VideoWriter(job.output, reader.rate)
+        try:
+            with bar, writer:
+                for frames in video.batches(reader, batch_size):
+                    for out in _stylize_frames(params, frames, job, settings, styles, even,
+                                               batch_size):
+                        writer.write(out)
+                    bar.update(len(frames))
+        except images.ImageError as err:  # VideoError included
+            if writer.written:
+                raise video.VideoError(err.path, f"{err.reason}; the {writer.written} frames "
+                                       f"before it are in {writer.partial}") from None
+            writer.partial.unlink(missing_ok=True)
+            raise
+
+
+def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_size: int):
+    """Stylised frames (float32 HWC), at the preprocessed size of `frames`."""
+    prepared = []
+    for frame in frames:
+        rgb, _ = prepare(images.LoadedImage(frame, None), settings.content_size, settings.crop)
+        if even:  # drop a last odd row / column rather than resample again
+            rgb = rgb[: rgb.shape[0] // 2 * 2 or 2, : rgb.shape[1] // 2 * 2 or 2]
+        prepared.append(rgb)
+    height, width = prepared[0].shape[:2]
+    contents = [fit_min_side(rgb, styles.min_side) for rgb in prepared]
+    # Pad a short last batch with copies so one compiled shape serves the whole video.
+    contents += contents[-1:] * (batch_size - len(contents))
+    out = np.asarray(_adain(params, np.stack(contents), job, settings, styles))
+    for frame_out in out[: len(frames)]:
+        if frame_out.shape[:2] != (height, width):
+            frame_out = np.clip(images.resize(frame_out, height, width), 0.0, 1.0)
+        yield frame_out
+
+
 def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _Styles):
-    if (content.shape[0] * content.shape[1] > TILE_ABOVE_PIXELS and len(job.styles) == 1
+    """Stylise (H, W, 3) or (N, H, W, 3) content for `job` (N only without masks)."""
+    height, width = content.shape[-3:-1]
+    if (height * width > TILE_ABOVE_PIXELS and len(job.styles) == 1
             and settings.masks is None and not settings.preserve_color
             and architectures.detect(params).name == "vgg19"):
         out = tiling.apply_tiled(params, content, styles.for_apply(job.styles), settings.alpha)
         return np.clip(out, 0.0, 1.0)
     masks = None
     if settings.masks is not None:
-        masks = jnp.asarray(np.stack([load_mask(m, *content.shape[:2]) for m in settings.masks]))
+        masks = jnp.asarray(np.stack([load_mask(m, height, width) for m in settings.masks]))
     style_weights = settings.style_weights
     if style_weights is None and masks is None and len(job.styles) > 1:
         style_weights = (1.0,) * len(job.styles)  # equal interpolation weights
@@ -353,7 +443,7 @@ def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
     styles = _Styles(params, settings)
     failures = []
     show = len(jobs) > 1 if progress is None else progress
-    for job in tqdm(jobs, disable=not show, file=sys.stderr, unit="image", leave=False):
+    for job in tqdm(jobs, disable=not show, file=sys.stderr, unit="output", leave=False):
         try:
             stylize_job(params, job, settings, styles, progress=progress is not False)
         except images.ImageError as err:

@@ -1,0 +1,258 @@
+"""adain_jax/video.py and video content in stylize.py.
+
+Test videos are made here with PyAV directly (not through video.py) and read back with
+PyAV directly. Expected frames are `adain_jax.apply` on each input frame, quantised as
+the image outputs: the lossless FFV1 (.mkv) output must match within 1 step of 255 with
+>= 99% of values equal (see test_stylize_cli.py for why 1 step); H.264 (.mp4, yuv420p,
+CRF 17) is lossy: its reference goes through PyAV's own RGB -> yuv420p -> RGB conversion
+(half-resolution chroma alone moves these noisy frames by ~9 steps of 255 on average), and
+the bound for what H.264 adds is a mean absolute error below 5 steps and PSNR above 32 dB
+(measured 1.5 to 3.3 steps, 35.6 to 40.8 dB; the next frame's reference is 14 steps off).
+"""
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+import adain_jax
+import stylize
+from adain_jax import stylize_files, video
+from adain_jax.stylize_files import Settings, UsageError, plan_jobs
+from tests.stylize_helpers import (as_float, assert_matches, he_scaled_params, quantise,
+                                   random_image, reference_apply, write_image)
+
+RATE = Fraction(30000, 1001)  # NTSC: a rate that is not a whole number
+SMALL = ["--content-size", "0", "--style-size", "0", "-q"]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return he_scaled_params()
+
+
+@pytest.fixture(scope="module")
+def weights(params, tmp_path_factory):
+    return str(adain_jax.save_params(params, tmp_path_factory.mktemp("w") / "rand.safetensors"))
+
+
+def moving_frames(n, h, w, seed=0):
+    """uint8 frames of a pattern that shifts by 2 px per frame, so frames differ."""
+    base = random_image(np.random.default_rng(seed), h, w + 2 * n)
+    return [base[:, 2 * i: 2 * i + w] for i in range(n)]
+
+
+def write_video(path, frames, rate=RATE, codec="ffv1", pix_fmt="bgr0", audio=False):
+    """With PyAV directly: lossless FFV1 in Matroska unless told otherwise."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = pix_fmt
+        if audio:
+            sound = container.add_stream("aac", rate=8000)
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if audio:
+            samples = np.zeros((1, 8000), np.float32)
+            chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 8000, 0
+            container.mux(sound.encode(chunk))
+            container.mux(sound.encode(None))
+    return path
+
+
+def read_video(path):
+    """(frames as uint8 arrays, average rate, codec name, stream types), with PyAV directly."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return (frames, stream.average_rate, stream.codec_context.name,
+                sorted(s.type for s in container.streams))
+
+
+def yuv420p_round_trip(rgb_u8):
+    """What H.264's yuv420p alone does to a frame (chroma at half resolution), by PyAV."""
+    frame = av.VideoFrame.from_ndarray(rgb_u8, format="rgb24")
+    return frame.reformat(format="yuv420p").to_ndarray(format="rgb24")
+
+
+def expected_frames(params, frames, style_u8, alpha=1.0):
+    style = as_float(style_u8)
+    return [quantise(np.clip(reference_apply(params, as_float(f), style, alpha), 0, 1))
+            for f in frames]
+
+
+# ---- video.py alone ----------------------------------------------------------------------
+
+def test_writer_and_reader_round_trip_lossless_mkv(tmp_path):
+    frames = moving_frames(5, 18, 22)
+    with video.VideoWriter(tmp_path / "out.mkv", RATE) as writer:
+        for f in frames:
+            writer.write(as_float(f))
+    assert not video.partial_path(tmp_path / "out.mkv").exists()
+    got, rate, codec, _ = read_video(tmp_path / "out.mkv")
+    assert codec == "ffv1" and rate == RATE
+    assert len(got) == 5 and all(np.array_equal(a, b) for a, b in zip(got, frames))
+
+    with video.VideoReader(tmp_path / "out.mkv") as reader:
+        ours = list(reader)
+        assert reader.rate == RATE and reader.shape == (18, 22)
+    assert all(np.array_equal(quantise(a), b) for a, b in zip(ours, frames))
+
+
+def test_h264_needs_even_sides_and_odd_is_refused(tmp_path):
+    assert video.needs_even_sides("a.mp4") and not video.needs_even_sides("a.mkv")
+    assert video.even_shape(31, 41) == (30, 40) and video.even_shape(1, 3) == (2, 2)
+    writer = video.VideoWriter(tmp_path / "odd.mp4")
+    with pytest.raises(video.VideoError, match="even frame sides, got 41x31"):
+        writer.write(np.zeros((31, 41, 3), np.float32))
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("noise.mp4", b"\x00\x01garbage" * 100, "cannot open as a video"),
+    ("empty.mkv", b"", "cannot open as a video"),
+])
+def test_unreadable_files_are_one_line_errors(tmp_path, name, content, reason):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(video.VideoError, match=reason) as err:
+        video.VideoReader(tmp_path / name)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(tmp_path / name))
+
+
+def test_a_video_without_a_video_stream_is_refused(tmp_path):
+    path = tmp_path / "sound.mkv"
+    with av.open(str(path), "w") as container:
+        sound = container.add_stream("flac", rate=8000)
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16",
+                                           layout="mono")
+        chunk.sample_rate, chunk.pts = 8000, 0
+        container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+    with pytest.raises(video.VideoError, match="has no video stream"):
+        video.VideoReader(path)
+
+
+# ---- stylising videos --------------------------------------------------------------------
+
+def test_mkv_video_frames_equal_stylised_images(params, tmp_path):
+    """7 frames in batches of 3: the short last batch is padded, not recompiled or lost."""
+    frames = moving_frames(7, 24, 32, seed=1)
+    style = random_image(np.random.default_rng(2), 20, 20)
+    content = write_video(tmp_path / "clip.mkv", frames)
+    style_path = write_image(tmp_path / "style.png", style)
+    settings = Settings(alpha=0.7, content_size=0, style_size=0, video_batch=3)
+    jobs = plan_jobs(content, [style_path], output=tmp_path / "out", settings=settings,
+                     video_ext="mkv")
+    assert [j.output.name for j in jobs] == ["clip_stylized_style.mkv"]
+    assert stylize_files.run(params, jobs, settings, progress=False) == []
+
+    got, rate, codec, _ = read_video(jobs[0].output)
+    assert codec == "ffv1" and rate == RATE and len(got) == 7
+    for ours, want in zip(got, expected_frames(params, frames, style, alpha=0.7)):
+        assert_matches(ours, want)
+    # frames differ from one another, so a repeated or reordered frame would be caught
+    assert np.abs(got[0].astype(int) - got[3].astype(int)).mean() > 5
+
+
+def test_cli_mp4_odd_frames_lose_a_row_and_column_and_audio_is_dropped(weights, params,
+                                                                       tmp_path, capsys,
+                                                                       caplog):
+    frames = moving_frames(4, 25, 33, seed=3)
+    style = random_image(np.random.default_rng(4), 20, 20)
+    content = write_video(tmp_path / "clip.mkv", frames, rate=12, audio=True)
+    style_path = write_image(tmp_path / "style.png", style)
+    out = tmp_path / "styled.mp4"
+    code = stylize.main(["--content", str(content), "--style", str(style_path),
+                         "--weights", weights, "--output", str(out), *SMALL])
+    assert code == 0, capsys.readouterr().err
+    got, rate, codec, types = read_video(out)
+    assert codec == "h264" and rate == 12 and types == ["video"] and len(got) == 4
+    want = [yuv420p_round_trip(f)
+            for f in expected_frames(params, [f[:24, :32] for f in frames], style)]
+    for ours, ref in zip(got, want):
+        assert ours.shape == (24, 32, 3)
+        err = np.abs(ours.astype(np.float64) - ref)
+        psnr = 10 * np.log10(255.0**2 / np.mean(err**2))
+        assert err.mean() < 5.0 and psnr > 32, (err.mean(), psnr)
+    # the bound can fail: the next frame (shifted 2 px) is far from this one's reference
+    assert np.abs(got[1].astype(np.float64) - want[0]).mean() > 10  # measured 14
+
+
+def test_folder_with_images_videos_and_a_broken_video_goes_on(weights, tmp_path, capsys):
+    folder = tmp_path / "content"
+    folder.mkdir()
+    write_video(folder / "a.mkv", moving_frames(2, 24, 32))
+    write_image(folder / "b.png", random_image(np.random.default_rng(5), 24, 32))
+    (folder / "c.mp4").write_bytes(b"not a video at all" * 50)
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(6), 20, 20))
+    code = stylize.main(["--content", str(folder), "--style", str(style), "--weights",
+                         weights, "--output", str(tmp_path / "out"), *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_stylized_s.mp4", "b_stylized_s.png"]
+    assert "1 of 3 outputs failed" in err
+    assert "c_stylized_s.mp4: " in err and "cannot open as a video" in err
+    assert "Traceback" not in err
+
+
+def test_failure_mid_video_keeps_the_frames_done_in_the_partial_file(params, tmp_path,
+                                                                      monkeypatch):
+    frames = moving_frames(5, 24, 32, seed=7)
+    content = write_video(tmp_path / "clip.mkv", frames)
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(8), 20, 20))
+
+    real_iter = video.VideoReader.__iter__
+
+    def damaged(self):  # the file is damaged at frame 4
+        for i, frame in enumerate(real_iter(self)):
+            if i == 3:
+                raise video.VideoError(self.path, "cannot decode frame 4: invalid data")
+            yield frame
+
+    monkeypatch.setattr(video.VideoReader, "__iter__", damaged)
+    settings = Settings(content_size=0, style_size=0)
+    jobs = plan_jobs(content, [style], output=tmp_path / "out.mkv", settings=settings)
+    failures = stylize_files.run(params, jobs, settings, progress=False)
+    partial = video.partial_path(tmp_path / "out.mkv")
+    assert len(failures) == 1 and not (tmp_path / "out.mkv").exists()
+    assert failures[0].message == (f"{content}: cannot decode frame 4: invalid data; the 3 "
+                                   f"frames before it are in {partial}")
+    got, _, _, _ = read_video(partial)
+    want = expected_frames(params, frames[:3], random_image(np.random.default_rng(8), 20, 20))
+    assert len(got) == 3
+    for ours, ref in zip(got, want):
+        assert_matches(ours, ref)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "gatys"], "--method gatys cannot stylise videos"),
+    (["--output", "x.png"], "is a video; name a .mp4, .mov, .m4v, .mkv file or a folder"),
+])
+def test_usage_errors_for_video_content(tmp_path, argv, message):
+    content = write_video(tmp_path / "clip.mkv", moving_frames(1, 24, 32))
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(0), 20, 20))
+    settings = Settings(method=argv[1]) if argv[0] == "--method" else Settings()
+    output = argv[1] if argv[0] == "--output" else None
+    with pytest.raises(UsageError, match=message.replace(".", r"\.")):
+        plan_jobs(content, [style], output=output and tmp_path / output, settings=settings)
+
+
+def test_an_image_cannot_be_written_as_a_video(tmp_path):
+    content = write_image(tmp_path / "c.png", random_image(np.random.default_rng(0), 24, 32))
+    with pytest.raises(UsageError, match="names a video, but .* is an image"):
+        plan_jobs(content, [content], output=tmp_path / "x.mp4")
+
+
+def test_without_pyav_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    content = write_video(tmp_path / "clip.mkv", moving_frames(1, 24, 32))
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
+    with pytest.raises(video.VideoError, match=r"clip.mkv: videos need PyAV: pip install "
+                                               r"'adain-jax\[video\]'"):
+        video.VideoReader(content)
