@@ -42,7 +42,8 @@ methods:
   do not work with it.
 
 exit status: 0 when every output was written; 1 on a usage error, a missing weights
-file, or when any output failed (each failure is listed at the end, one line per file).
+file, or when any output failed (each failure is listed at the end, one line per file);
+130 when interrupted (Ctrl-C).
 """
 
 
@@ -206,9 +207,14 @@ def main(argv=None) -> int:
     except WeightsError as err:
         return error(str(err))
 
-    with logging_redirect_tqdm():
-        failures = stylize_files.run(params, jobs, settings,
-                                     progress=False if args.quiet else None)
+    try:
+        with logging_redirect_tqdm():
+            failures = stylize_files.run(params, jobs, settings,
+                                         progress=False if args.quiet else None)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; finished outputs are kept, and a video being "
+              "stylised keeps its frames so far in its NAME.partial.EXT file", file=sys.stderr)
+        return 130
     written = len(jobs) - len(failures)
     if written:
         where = jobs[0].output if len(jobs) == 1 else jobs[0].output.parent

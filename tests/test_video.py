@@ -11,8 +11,12 @@ the bound for what H.264 adds is a mean absolute error below 5 steps and PSNR ab
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -25,6 +29,7 @@ from adain_jax.stylize_files import Settings, UsageError, plan_jobs
 from tests.stylize_helpers import (as_float, assert_matches, he_scaled_params, quantise,
                                    random_image, reference_apply, write_image)
 
+ROOT = Path(__file__).resolve().parents[1]
 RATE = Fraction(30000, 1001)  # NTSC: a rate that is not a whole number
 SMALL = ["--content-size", "0", "--style-size", "0", "-q"]
 
@@ -256,3 +261,30 @@ def test_without_pyav_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(video.VideoError, match=r"clip.mkv: videos need PyAV: pip install "
                                                r"'adain-jax\[video\]'"):
         video.VideoReader(content)
+
+
+def test_ctrl_c_mid_video_exits_130_and_keeps_a_playable_partial_file(weights, params,
+                                                                      tmp_path):
+    frames = moving_frames(400, 24, 32, seed=9)
+    content = write_video(tmp_path / "long.mkv", frames)
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(10), 20, 20))
+    out = tmp_path / "out.mkv"
+    partial = video.partial_path(out)
+    proc = subprocess.Popen([sys.executable, "stylize.py", "--content", str(content), "--style",
+                             str(style), "--weights", weights, "--output", str(out), *SMALL],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.stat().st_size > 0) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no partial file after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert "interrupted; finished outputs are kept" in err and "Traceback" not in err
+    assert not out.exists()
+    got, _, codec, _ = read_video(partial)
+    assert codec == "ffv1" and 1 <= len(got) < 400
+    # the frames kept are the first ones, in order: compare the last kept with its source
+    want = expected_frames(params, [frames[len(got) - 1]],
+                           random_image(np.random.default_rng(10), 20, 20))
+    assert_matches(got[-1], want[0])
