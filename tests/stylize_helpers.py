@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
 import adain_jax
@@ -44,6 +45,18 @@ def he_scaled_params(seed: int = 0) -> dict:
     last["kernel"] = (last["kernel"] * scale).astype(np.float32)
     last["bias"] = (0.5 - scale * probe.mean(axis=(0, 1))).astype(np.float32)
     return params
+
+
+@pytest.fixture(scope="module")
+def params():
+    """he_scaled_params(), once per test module (import it there to use it)."""
+    return he_scaled_params()
+
+
+@pytest.fixture(scope="module")
+def weights(params, tmp_path_factory):
+    """`params` saved as a weights file, for stylize.py --weights."""
+    return str(adain_jax.save_params(params, tmp_path_factory.mktemp("w") / "rand.safetensors"))
 
 
 def write_image(path, pixels):

@@ -29,21 +29,12 @@ import stylize
 from adain_jax import architectures, densenet, gatys, stylize_files
 from adain_jax.stylize_files import Settings, UsageError, plan_jobs
 
-from tests.stylize_helpers import (H, W, as_float, assert_matches, he_scaled_params, pixels,
-                                   quantise, random_image, reference_apply, write_image)
+from tests.stylize_helpers import (H, W, as_float, assert_matches, pixels, quantise,
+                                   random_image, reference_apply, write_image)
+from tests.stylize_helpers import params, weights  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--content-size", "0", "--style-size", "0", "-q"]
-
-
-@pytest.fixture(scope="module")
-def params():
-    return he_scaled_params()
-
-
-@pytest.fixture(scope="module")
-def weights(params, tmp_path_factory):
-    return str(adain_jax.save_params(params, tmp_path_factory.mktemp("w") / "rand.safetensors"))
 
 
 @pytest.fixture

@@ -22,26 +22,16 @@ import av
 import numpy as np
 import pytest
 
-import adain_jax
 import stylize
 from adain_jax import stylize_files, video
 from adain_jax.stylize_files import Settings, UsageError, plan_jobs
-from tests.stylize_helpers import (as_float, assert_matches, he_scaled_params, quantise,
-                                   random_image, reference_apply, write_image)
+from tests.stylize_helpers import (as_float, assert_matches, quantise, random_image,
+                                   reference_apply, write_image)
+from tests.stylize_helpers import params, weights  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = Fraction(30000, 1001)  # NTSC: a rate that is not a whole number
 SMALL = ["--content-size", "0", "--style-size", "0", "-q"]
-
-
-@pytest.fixture(scope="module")
-def params():
-    return he_scaled_params()
-
-
-@pytest.fixture(scope="module")
-def weights(params, tmp_path_factory):
-    return str(adain_jax.save_params(params, tmp_path_factory.mktemp("w") / "rand.safetensors"))
 
 
 def moving_frames(n, h, w, seed=0):
