@@ -40,7 +40,9 @@ import itertools
 import logging
 import os
 import re
+import signal
 import threading
+import time
 from typing import Any, Sequence
 
 import grain
@@ -353,6 +355,26 @@ def _is_pair(element) -> bool:
     return element is not None
 
 
+def _init_worker(index: int, count: int) -> None:
+    """Grain worker setup: the training process alone handles Ctrl-C / SIGTERM, and a
+    worker exits once that process is gone.
+
+    Ctrl-C signals the whole process group: workers dying of it printed tracebacks, leaked
+    shared memory and could starve the batches still needed before the final checkpoint.
+    Grain stops its workers only from a live parent, so after a SIGKILL they ran forever.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_with_parent():
+        while os.getppid() == parent:  # an orphan is re-parented
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
+
+
 def _check(cfg: DataConfig) -> None:
     if cfg.tfds and cfg.content_dir:
         raise DataError("give either --tfds or --content-dir for content images, not both")
@@ -413,7 +435,8 @@ def make_dataset(cfg: DataConfig) -> grain.IterDataset:
         from absl import flags
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.workers))
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.workers),
+                            worker_init_fn=_init_worker)
     return (it.map(_Tally())
             .filter(_is_pair)
             .batch(cfg.batch_size, drop_remainder=True))

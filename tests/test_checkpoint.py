@@ -1,4 +1,4 @@
-"""Checkpoints through the real CLI, in subprocesses: SIGKILL, SIGTERM, NaN.
+"""Checkpoints through the real CLI, in subprocesses: SIGKILL, SIGTERM, Ctrl-C, NaN.
 
 Every run is `python train.py ...` on tiny images (16 px crops, batch 2) with a shared
 JAX compilation cache, so only the first run compiles. Resuming must be exact: CPU XLA
@@ -34,7 +34,8 @@ def setup(tmp_path_factory):
             "styles": make_images(tmp / "styles", 3, seed=2), "cache": tmp / "jax_cache"}
 
 
-def start(setup, workdir, *extra, steps=STEPS):
+def start(setup, workdir, *extra, steps=STEPS, session=False):
+    """train.py in a subprocess; `session=True` gives it its own process group."""
     args = [sys.executable, "train.py", "--workdir", str(workdir),
             "--encoder-weights", str(setup["encoder"]), "--content-dir", str(setup["content"]),
             "--styles", str(setup["styles"]), "--resize", "20", "--crop-size", "16",
@@ -42,7 +43,7 @@ def start(setup, workdir, *extra, steps=STEPS):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(setup["cache"]), PYTHONPATH=str(ROOT),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # the small ones add up
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=session)
 
 
 def finish(proc, timeout=180):
@@ -71,6 +72,32 @@ def wait_for_checkpoint(proc, workdir, after=0, timeout=180):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
+
+
+def children(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of the processes whose parent is `pid`, from /proc (Linux)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.add((int(stat.parent.name), fields[19]))
+    return found
+
+
+def alive(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Those of `processes` (from `children`) still running: same start time, not zombies."""
+    left = set()
+    for pid, started in processes:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[19] == started and fields[0] != "Z":
+            left.add((pid, started))
+    return left
 
 
 def decoder(workdir):
@@ -114,6 +141,51 @@ def test_sigkill_then_sigterm_then_rerun_ends_identical(setup, uninterrupted):
     assert resumed < stopped == saved_steps(workdir)[-1] < STEPS
 
     err = run(setup, workdir)
+    assert f"resumed from step {stopped}" in err
+    assert saved_steps(workdir)[-1] == STEPS
+    assert_identical(decoder(workdir), uninterrupted)
+
+
+def assert_exit(processes, timeout=5):
+    """Wait for `processes` (from `children`) to end; kill and fail on any still running."""
+    deadline = time.monotonic() + timeout
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = alive(processes)
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} worker processes outlived train.py: {sorted(left)}"
+
+
+def test_workers_sigkill_then_ctrl_c_then_rerun_ends_identical(setup, uninterrupted):
+    """--workers 2. Killed hard after its first checkpoint: its Grain workers exit too. Rerun,
+    Ctrl-C (SIGINT to the whole process group, workers included) after a newer checkpoint:
+    exit 0 with one line, no worker left. Rerun to the end: identical to the workers=0 run
+    (data.py: the batches do not depend on the number of workers)."""
+    workdir = setup["tmp"] / "workers"
+    proc = start(setup, workdir, "--workers", "2", session=True)
+    wait_for_checkpoint(proc, workdir)
+    workers = children(proc.pid)
+    assert len(workers) >= 2, workers  # the decoding workers (and a resource tracker)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_exit(workers)  # before reading the pipes: live workers hold them open
+    finish(proc)
+    killed_at = saved_steps(workdir)[-1]
+
+    proc = start(setup, workdir, "--workers", "2", session=True)
+    wait_for_checkpoint(proc, workdir, after=killed_at)
+    workers = children(proc.pid)
+    assert len(workers) >= 2, workers
+    os.killpg(proc.pid, signal.SIGINT)
+    code, err = finish(proc)
+    assert code == 0 and "Traceback" not in err and "Warning" not in err, err[-3000:]
+    assert f"resumed from step {killed_at}" in err
+    stopped = int(re.search(r"stopped by SIGINT at step (\d+); checkpoint saved", err).group(1))
+    assert killed_at < stopped == saved_steps(workdir)[-1] < STEPS
+    assert_exit(workers)
+
+    err = run(setup, workdir, "--workers", "2")
     assert f"resumed from step {stopped}" in err
     assert saved_steps(workdir)[-1] == STEPS
     assert_identical(decoder(workdir), uninterrupted)
