@@ -29,8 +29,10 @@ outputs:
 videos:
   A content video (.mp4 .mov .m4v .mkv .avi .webm, also inside a content folder) is
   stylised frame by frame, the style encoded once, into {content}_stylized_{style}.mp4
-  at the same frame rate (--video-ext mkv: lossless FFV1). Audio is not copied. Frames
-  are written to NAME.partial.EXT first; after a failure that file holds the frames done.
+  at the same frame rate (--video-ext mkv: lossless FFV1), with the first audio stream
+  copied unchanged where the container can hold it (any in .mkv; AAC, MP3, Opus, FLAC,
+  ALAC, AC-3 in .mp4). Frames are written to NAME.partial.EXT first; after a failure that
+  file holds the frames done.
   Needs PyAV: pip install 'adain-jax[video]'.
 
 methods:

@@ -358,11 +358,12 @@ def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
     if settings.masks is not None or settings.preserve_color:
         batch_size = 1  # per-frame masks resizing and colour matching: one frame at a time
     with video.VideoReader(job.content) as reader:
-        if "audio" in reader.dropped_streams:
-            log.warning("%s: its audio is not copied to the output", job.content)
+        if reader.other_streams:
+            log.warning("%s: only its first video and audio streams are used (%s left out)",
+                        job.content, ", ".join(reader.other_streams))
         bar = tqdm(total=reader.frames, disable=not progress, file=sys.stderr, unit="frame",
                    leave=False, desc=job.output.name)
-        writer = video.VideoWriter(job.output, reader.rate)
+        writer = video.VideoWriter(job.output, reader.rate, audio_from=reader)
         try:
             with bar, writer:
                 for frames in video.batches(reader, batch_size):

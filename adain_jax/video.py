@@ -6,10 +6,14 @@ input's average frame rate. The output codec follows the file name: `.mp4`, `.mo
 no libx264), `.mkv` gets FFV1 in RGB, which is lossless. H.264 in yuv420p needs even
 frame sides, so `even_shape` gives the size to process frames at.
 
+The first audio stream is copied as it is (packets, not re-encoded) when the output
+container can hold its codec: Matroska takes any, MP4/MOV those in `MP4_AUDIO`; otherwise,
+and for subtitle or further streams, a warning says what was left out.
+
 A video is written to a `.partial` file beside the output and renamed when complete, so a
 finished-looking file is always a whole one; when reading stops part-way (a damaged file,
-an interrupted run) the frames done so far stay in the `.partial` file and the error says
-so. Audio and subtitle streams are not copied (a warning says so).
+an interrupted run) the frames done so far stay in the `.partial` file (without audio) and
+the error says so.
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ _H264 = [("libx264", "yuv420p", {"crf": "17", "preset": "medium"}),
          ("mpeg4", "yuv420p", {"qscale": "2"})]
 OUTPUT_CODECS = {".mp4": _H264, ".mov": _H264, ".m4v": _H264, ".mkv": [("ffv1", "bgr0", {})]}
 DEFAULT_RATE = Fraction(25)  # when a file does not say its frame rate
+# Audio codecs (FFmpeg decoder names) that MP4/MOV outputs take without re-encoding;
+# PCM, for one, they refuse.
+MP4_AUDIO = ("aac", "mp3", "mp3float", "alac", "ac3", "eac3", "opus", "flac")
 
 
 class VideoError(images.ImageError):
@@ -103,8 +110,12 @@ class VideoReader:
         self.rate = self._stream.average_rate or self._stream.guessed_rate or DEFAULT_RATE
         self.frames = self._stream.frames or None
         self.shape = (self._stream.codec_context.height, self._stream.codec_context.width)
-        self.dropped_streams = [s.type for s in self._container.streams
-                                if s.index != self._stream.index]
+        audio = self._container.streams.audio
+        self.audio = audio[0] if audio else None  # the audio stream VideoWriter can copy
+        self.other_streams = [s.type for s in self._container.streams
+                              if s is not self._stream and s is not self.audio]
+        self.start_s = float(self._stream.start_time * self._stream.time_base
+                             if self._stream.start_time is not None else 0.0)
         self.read = 0  # frames decoded so far
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -129,18 +140,20 @@ class VideoReader:
 class VideoWriter:
     """Writes float32 (H, W, 3) frames in [0, 1] to `path`, via `partial_path(path)`.
 
-    Frames must all have the shape of the first; `close()` finishes the file and renames it
-    into place; leaving the `with` block on an exception keeps what was written, under the
-    partial name, and does not rename it.
+    Frames must all have the shape of the first; `close()` copies the audio of `audio_from`
+    (a VideoReader of the source, if given), finishes the file and renames it into place;
+    leaving the `with` block on an exception keeps the frames written, under the partial
+    name, and does not rename it.
     """
 
-    def __init__(self, path, rate=DEFAULT_RATE):
+    def __init__(self, path, rate=DEFAULT_RATE, audio_from: VideoReader | None = None):
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.codec, self.pix_fmt, self.options = _codec_for(self.path)
         self.rate = Fraction(rate).limit_denominator(1_000_000) if rate else DEFAULT_RATE
+        self.audio_from = audio_from
         self.written = 0
-        self._container = self._stream = None
+        self._container = self._stream = self._audio = None
 
     def _open(self, height: int, width: int) -> None:
         av = _av(self.path)
@@ -158,6 +171,14 @@ class VideoWriter:
             raise VideoError(self.path, f"cannot write: {err}") from None
         self._stream.height, self._stream.width = height, width
         self._stream.pix_fmt = self.pix_fmt
+        source = self.audio_from
+        if source is not None and source.audio is not None:
+            codec = source.audio.codec_context.name
+            if self.path.suffix.lower() == ".mkv" or codec in MP4_AUDIO:
+                self._audio = self._container.add_stream_from_template(source.audio)
+            else:
+                log.warning("%s: its %s audio cannot go into %s as it is and is not copied "
+                            "(an .mkv output keeps it)", source.path, codec, self.path.suffix)
 
     def write(self, rgb: np.ndarray) -> None:
         av = _av(self.path)
@@ -177,10 +198,33 @@ class VideoWriter:
         if self._container is None:
             raise VideoError(self.path, "no frames to write")
         self._container.mux(self._stream.encode(None))
+        if self._audio is not None:
+            self._copy_audio()
         self._container.close()
         self._container = None
         self.partial.replace(self.path)
         return self.path
+
+    def _copy_audio(self) -> None:
+        """Mux the source's first audio stream, shifted as the video (which starts at 0)."""
+        av = _av(self.path)
+        source = self.audio_from
+        copied = 0
+        try:
+            with av.open(str(source.path)) as container:
+                stream = container.streams.audio[0]  # the one VideoReader.audio names
+                shift = round(source.start_s / stream.time_base) if source.start_s else 0
+                for packet in container.demux(stream):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.pts = None if packet.pts is None else packet.pts - shift
+                    packet.dts -= shift
+                    packet.stream = self._audio
+                    self._container.mux(packet)
+                    copied += 1
+        except (av.error.FFmpegError, OSError, ValueError) as err:
+            log.warning("%s: audio copy stopped after %d packets (%s); the video is complete",
+                        self.path, copied, _one_line(err))
 
     def __enter__(self):
         return self
@@ -196,6 +240,10 @@ class VideoWriter:
             finally:
                 self._container.close()
                 self._container = None
+
+
+def _one_line(err) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def partial_path(path) -> Path:

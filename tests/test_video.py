@@ -8,6 +8,7 @@ CRF 17) is lossy: its reference goes through PyAV's own RGB -> yuv420p -> RGB co
 (half-resolution chroma alone moves these noisy frames by ~9 steps of 255 on average), and
 the bound for what H.264 adds is a mean absolute error below 5 steps and PSNR above 32 dB
 (measured 1.5 to 3.3 steps, 35.6 to 40.8 dB; the next frame's reference is 14 steps off).
+Audio must come through packet for packet (equal bytes), or be left out with a warning.
 """
 from __future__ import annotations
 
@@ -40,26 +41,39 @@ def moving_frames(n, h, w, seed=0):
     return [base[:, 2 * i: 2 * i + w] for i in range(n)]
 
 
-def write_video(path, frames, rate=RATE, codec="ffv1", pix_fmt="bgr0", audio=False):
-    """With PyAV directly: lossless FFV1 in Matroska unless told otherwise."""
+def write_video(path, frames, rate=RATE, codec="ffv1", pix_fmt="bgr0", audio=None):
+    """With PyAV directly: lossless FFV1 in Matroska unless told otherwise; `audio`: the
+    codec of a mono 8 kHz noise track as long as the video ("aac" or "pcm_s16le")."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix_fmt
         if audio:
-            sound = container.add_stream("aac", rate=8000)
+            sound = container.add_stream(audio, rate=8000)
         for i, pixels in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if audio:
-            samples = np.zeros((1, 8000), np.float32)
-            chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 8000, 0
-            container.mux(sound.encode(chunk))
+            fmt = "fltp" if audio == "aac" else "s16"
+            rng = np.random.default_rng(0)
+            for start in range(0, int(8000 * len(frames) / rate), 1024):
+                noise = rng.uniform(-0.3, 0.3, (1, 1024))
+                samples = (noise if fmt == "fltp" else noise * 32767).astype(
+                    np.float32 if fmt == "fltp" else np.int16)
+                chunk = av.AudioFrame.from_ndarray(samples, format=fmt, layout="mono")
+                chunk.sample_rate, chunk.pts = 8000, start
+                container.mux(sound.encode(chunk))
             container.mux(sound.encode(None))
     return path
+
+
+def audio_packets(path) -> list[bytes]:
+    """The first audio stream's packets, as bytes, with PyAV directly."""
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(container.streams.audio[0])
+                if p.dts is not None]
 
 
 def read_video(path):
@@ -155,19 +169,20 @@ def test_mkv_video_frames_equal_stylised_images(params, tmp_path):
     assert np.abs(got[0].astype(int) - got[3].astype(int)).mean() > 5
 
 
-def test_cli_mp4_odd_frames_lose_a_row_and_column_and_audio_is_dropped(weights, params,
-                                                                       tmp_path, capsys,
-                                                                       caplog):
+def test_cli_mp4_odd_frames_lose_a_row_and_column_and_audio_is_copied(weights, params,
+                                                                      tmp_path, capsys):
     frames = moving_frames(4, 25, 33, seed=3)
     style = random_image(np.random.default_rng(4), 20, 20)
-    content = write_video(tmp_path / "clip.mkv", frames, rate=12, audio=True)
+    content = write_video(tmp_path / "clip.mkv", frames, rate=12, audio="aac")
     style_path = write_image(tmp_path / "style.png", style)
     out = tmp_path / "styled.mp4"
     code = stylize.main(["--content", str(content), "--style", str(style_path),
                          "--weights", weights, "--output", str(out), *SMALL])
     assert code == 0, capsys.readouterr().err
     got, rate, codec, types = read_video(out)
-    assert codec == "h264" and rate == 12 and types == ["video"] and len(got) == 4
+    assert codec == "h264" and rate == 12 and types == ["audio", "video"] and len(got) == 4
+    packets = audio_packets(content)
+    assert len(packets) >= 3 and audio_packets(out) == packets  # copied, not re-encoded
     want = [yuv420p_round_trip(f)
             for f in expected_frames(params, [f[:24, :32] for f in frames], style)]
     for ours, ref in zip(got, want):
@@ -177,6 +192,20 @@ def test_cli_mp4_odd_frames_lose_a_row_and_column_and_audio_is_dropped(weights, 
         assert err.mean() < 5.0 and psnr > 32, (err.mean(), psnr)
     # the bound can fail: the next frame (shifted 2 px) is far from this one's reference
     assert np.abs(got[1].astype(np.float64) - want[0]).mean() > 10  # measured 14
+
+
+def test_pcm_audio_is_left_out_of_mp4_with_a_warning_and_kept_in_mkv(params, tmp_path,
+                                                                      caplog):
+    content = write_video(tmp_path / "clip.mkv", moving_frames(3, 24, 32), audio="pcm_s16le")
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(0), 20, 20))
+    settings = Settings(content_size=0, style_size=0)
+    for name in ("out.mp4", "out.mkv"):
+        jobs = plan_jobs(content, [style], output=tmp_path / name, settings=settings)
+        assert stylize_files.run(params, jobs, settings, progress=False) == []
+    assert read_video(tmp_path / "out.mp4")[3] == ["video"]
+    assert "its pcm_s16le audio cannot go into .mp4 as it is and is not copied" in caplog.text
+    assert read_video(tmp_path / "out.mkv")[3] == ["audio", "video"]
+    assert audio_packets(tmp_path / "out.mkv") == audio_packets(content)
 
 
 def test_folder_with_images_videos_and_a_broken_video_goes_on(weights, tmp_path, capsys):
