@@ -1,6 +1,8 @@
 """Video files in and out, frame by frame, with PyAV (the `video` extra: pip install av).
 
-Frames are read as float32 HWC RGB in [0, 1], like `images.load_image`, and written at the
+Frames are read as float32 HWC RGB in [0, 1], like `images.load_image`, upright: a display
+rotation (phones record portrait video as landscape frames plus a rotation) is applied as
+FFmpeg's command line does, like EXIF orientation for images. They are written at the
 input's average frame rate. The output codec follows the file name: `.mp4`, `.mov` and
 `.m4v` get H.264 (yuv420p, CRF 17, visually lossless; MPEG-4 Part 2 where this FFmpeg has
 no libx264), `.mkv` gets FFV1 in RGB, which is lossless. H.264 in yuv420p needs even
@@ -90,7 +92,7 @@ class VideoReader:
     """Frames of a video file's first video stream as float32 (H, W, 3) arrays in [0, 1].
 
     rate: average frame rate (a Fraction); frames: the count the container states, or None;
-    shape: (height, width) of the coded frames.
+    shape: (height, width) of the coded frames, before any display rotation.
     """
 
     def __init__(self, path):
@@ -123,7 +125,9 @@ class VideoReader:
         try:
             for frame in self._container.decode(self._stream):
                 self.read += 1
-                yield frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
+                rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
+                # frame.rotation: degrees counterclockwise, from the display matrix
+                yield np.ascontiguousarray(np.rot90(rgb, round((frame.rotation or 0) / 90) % 4))
         except (av.error.FFmpegError, ValueError) as err:
             raise VideoError(self.path, f"cannot decode frame {self.read + 1}: {err}") from None
 

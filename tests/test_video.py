@@ -307,3 +307,31 @@ def test_ctrl_c_mid_video_exits_130_and_keeps_a_playable_partial_file(weights, p
     want = expected_frames(params, [frames[len(got) - 1]],
                            random_image(np.random.default_rng(10), 20, 20))
     assert_matches(got[-1], want[0])
+
+
+@pytest.mark.parametrize("degrees", [90, -90])
+def test_display_rotation_is_applied_like_ffmpeg(params, tmp_path, degrees):
+    """A phone's portrait video: landscape frames plus a display rotation. FFmpeg's command
+    line shows a frame stored with set_display_rotation(d) as np.rot90(frame, d / 90)
+    (checked by hand with ffmpeg 7's autorotation); the output must be upright like that."""
+    frames = moving_frames(2, 24, 32, seed=11)
+    path = tmp_path / "portrait.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.height, stream.width, stream.pix_fmt = 24, 32, "bgr0"
+        stream.set_display_rotation(degrees)
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    style_u8 = random_image(np.random.default_rng(12), 20, 20)
+    style = write_image(tmp_path / "s.png", style_u8)
+    settings = Settings(content_size=0, style_size=0)
+    jobs = plan_jobs(path, [style], output=tmp_path / "out.mkv", settings=settings)
+    assert stylize_files.run(params, jobs, settings, progress=False) == []
+    got = read_video(tmp_path / "out.mkv")[0]
+    upright = [np.ascontiguousarray(np.rot90(f, degrees // 90)) for f in frames]
+    for ours, want in zip(got, expected_frames(params, upright, style_u8), strict=True):
+        assert ours.shape == (32, 24, 3)
+        assert_matches(ours, want)
