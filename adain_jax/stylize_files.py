@@ -371,6 +371,8 @@ def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
                                                batch_size):
                         writer.write(out)
                     bar.update(len(frames))
+                if not writer.written:
+                    raise video.VideoError(job.content, "no video frames could be decoded")
         except images.ImageError as err:  # VideoError included
             if writer.written:
                 raise video.VideoError(err.path, f"{err.reason}; the {writer.written} frames "
