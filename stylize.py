@@ -55,16 +55,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _alpha(text: str) -> float:
     try:
         value = float(text)
@@ -75,15 +65,15 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _positive(what: str):
-    """An argparse type: a whole number >= 1 of `what`."""
+def _whole(what: str, minimum: int):
+    """An argparse type: a whole number of `what`, at least `minimum`."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text!r}")
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
     return parse
 
@@ -118,10 +108,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "flag is given alone) matches the style image's colour "
                              "statistics to the content's, as the reference; 'luminance' "
                              "stylises luminance only (default: off)")
-    parser.add_argument("--content-size", type=_size, default=DEFAULT_SIZE, metavar="N",
+    parser.add_argument("--content-size", type=_whole("pixels", 0), default=DEFAULT_SIZE,
+                        metavar="N",
                         help="resize the content's shorter side to N px, 0 keeps its size "
                              "(default: %(default)s)")
-    parser.add_argument("--style-size", type=_size, default=DEFAULT_SIZE, metavar="N",
+    parser.add_argument("--style-size", type=_whole("pixels", 0), default=DEFAULT_SIZE,
+                        metavar="N",
                         help="resize the style's shorter side to N px, 0 keeps its size "
                              "(default: %(default)s)")
     parser.add_argument("--crop", action="store_true",
@@ -131,7 +123,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="adain: one pass through the trained decoder; gatys: optimise "
                              "the image (slow, no decoder; see below) (default: %(default)s)")
     # None when not given, so that giving them with --method adain can be refused
-    parser.add_argument("--steps", type=_positive("steps"), metavar="N",
+    parser.add_argument("--steps", type=_whole("steps", 1), metavar="N",
                         help=f"gatys: optimisation steps (default: {Settings.steps})")
     parser.add_argument("--optimizer", choices=gatys.OPTIMIZERS,
                         help=f"gatys: the optimiser (default: {Settings.optimizer})")
@@ -151,7 +143,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--video-ext", default=DEFAULT_VIDEO_EXT, choices=("mp4", "mkv"),
                         help="format of videos written to an output folder: mp4 (H.264) or "
                              "mkv (lossless FFV1) (default: %(default)s)")
-    parser.add_argument("--video-batch", type=_positive("frames"), default=DEFAULT_VIDEO_BATCH,
+    parser.add_argument("--video-batch", type=_whole("frames", 1), default=DEFAULT_VIDEO_BATCH,
                         metavar="N",
                         help="video frames stylised per call; more can be faster on a GPU "
                              "(default: %(default)s)")
