@@ -387,7 +387,8 @@ def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_siz
     for frame in frames:
         rgb, _ = prepare(images.LoadedImage(frame, None), settings.content_size, settings.crop)
         if even:  # drop a last odd row / column rather than resample again
-            rgb = rgb[: rgb.shape[0] // 2 * 2 or 2, : rgb.shape[1] // 2 * 2 or 2]
+            height, width = video.even_shape(*rgb.shape[:2])
+            rgb = rgb[:height, :width]
         prepared.append(rgb)
     height, width = prepared[0].shape[:2]
     contents = [fit_min_side(rgb, styles.min_side) for rgb in prepared]
