@@ -74,16 +74,21 @@ def wait_for_checkpoint(proc, workdir, after=0, timeout=180):
         time.sleep(0.02)
 
 
+def proc_stat(pid) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:  # exited meanwhile
+        return None
+
+
 def children(pid: int) -> set[tuple[int, str]]:
     """(pid, start time) of the processes whose parent is `pid`, from /proc (Linux)."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # exited meanwhile
-            continue
-        if int(fields[1]) == pid:
-            found.add((int(stat.parent.name), fields[19]))
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = proc_stat(entry.name)
+        if fields is not None and int(fields[1]) == pid:
+            found.add((int(entry.name), fields[19]))
     return found
 
 
@@ -91,11 +96,8 @@ def alive(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
     """Those of `processes` (from `children`) still running: same start time, not zombies."""
     left = set()
     for pid, started in processes:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[19] == started and fields[0] != "Z":
+        fields = proc_stat(pid)
+        if fields is not None and fields[19] == started and fields[0] != "Z":
             left.add((pid, started))
     return left
 
