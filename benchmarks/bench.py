@@ -162,10 +162,10 @@ def images(n: int, size: int, seed: int) -> np.ndarray:
 
 # ---- adain-jax runners -----------------------------------------------------------------
 
-def jax_runner(fn, args, donate: tuple[int, ...] = ()) -> Runner:
+def jax_runner(fn, args) -> Runner:
     """Compile explicitly (timed), then call the compiled executable."""
     start = time.perf_counter()
-    compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+    compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     return prepared(lambda: jax.block_until_ready(compiled(*args)), compile_s)
 
