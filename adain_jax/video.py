@@ -228,7 +228,7 @@ class VideoWriter:
                     copied += 1
         except (av.error.FFmpegError, OSError, ValueError) as err:
             log.warning("%s: audio copy stopped after %d packets (%s); the video is complete",
-                        self.path, copied, _one_line(err))
+                        self.path, copied, images._one_line(err))
 
     def __enter__(self):
         return self
@@ -244,10 +244,6 @@ class VideoWriter:
             finally:
                 self._container.close()
                 self._container = None
-
-
-def _one_line(err) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def partial_path(path) -> Path:
