@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 
 from adain_jax.models import UP, Conv, ConvLayer, torch_default_conv_init, upsample_nearest
-from adain_jax.weights import WeightsError
+from adain_jax.errors import WeightsError
 
 GROWTH = 32
 BOTTLENECK = 4 * GROWTH  # bn_size * growth_rate channels out of each dense layer's 1x1 conv
