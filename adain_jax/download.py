@@ -13,7 +13,7 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
+import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -109,10 +109,10 @@ def fetch(url: str, dest, *, sha256: str | None = None, sha256_prefix: str | Non
     if dest.is_file() and _matches(sha256_file(dest), sha256, sha256_prefix):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp)
+    # Not mkstemp: its 0600 would keep other users of a shared cache from reading the file.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             digest, size, total = _stream(url, f, dest.name, timeout, progress)
         if total is not None and size != total:
             raise DownloadError(f"{dest.name}: download from {url} stopped after {size} of "

@@ -21,15 +21,13 @@ from typing import Mapping
 
 import numpy as np
 
+from adain_jax.architectures import detect
+from adain_jax.errors import WeightsError  # defined below this module; importable here too
 from adain_jax.models import DECODER_LAYERS, ENCODER_LAYERS, Conv
 
 FORMAT = "adain-jax/1"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used; the message names the file and the fix."""
 
 
 def _sequential_index(layers, pad_before_3x3: bool) -> dict[str, int]:
@@ -157,18 +155,19 @@ def save_params(params: Mapping, path, metadata: Mapping[str, str] | None = None
     The metadata records the encoder architecture ("vgg19", "densenet121") detected from
     the parameter names.
     """
-    from safetensors.numpy import save_file
-
-    # architectures imports densenet.py, which imports this module: import it late.
-    from adain_jax.architectures import detect
+    from safetensors.numpy import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "encoder": detect(params).name}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    data = save(_flatten(params), metadata=meta)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        save_file(_flatten(params), str(tmp), metadata=meta)
+        # open() creates the file with the umask's mode, like any other output; safetensors'
+        # save_file would make it 0600, unreadable to the rest of a shared cache or workdir.
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -190,6 +189,12 @@ def load_params(path, *, require_decoder: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
+    try:
+        open(path, "rb").close()  # safetensors reports "permission denied" as "no such file"
+    except PermissionError:
+        raise WeightsError(f"{path}: permission denied (mode {path.stat().st_mode & 0o777:o}, "
+                           f"owner uid {path.stat().st_uid}); ask its owner to make it "
+                           "readable (chmod a+r), or copy it") from None
     try:
         meta = read_metadata(path)
         flat = load_file(str(path))

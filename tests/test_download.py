@@ -7,6 +7,7 @@ served under names carrying their own hash prefix. Requests are counted to prove
 cache is reused.
 """
 import hashlib
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -171,6 +172,10 @@ def test_download_end_to_end_then_cached(served, server, env, monkeypatch, capsy
     assert server.hits == {url: 1 for url in PORT_URLS}
     assert sorted(p.name for p in env.iterdir()) == [
         "adain.safetensors", "decoder.pth", "vgg_normalised.pth"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in env.iterdir():  # like any other output: not mkstemp's or safetensors' 0600
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
     weights.unlink()
     code, err = run_main(["--download", "--quiet"], capsys)

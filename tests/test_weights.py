@@ -1,4 +1,7 @@
 """adain_jax.weights: the safetensors format and the torch->Flax name maps."""
+import os
+import tempfile
+
 import jax
 import numpy as np
 import pytest
@@ -66,3 +69,55 @@ def test_wrong_shapes_named(tmp_path):
     with pytest.raises(weights.WeightsError, match=r"1\.weight has shape"):
         weights.decoder_from_port(state)
     del torch
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    """Issue 14: safetensors' save_file made weights files 0600, unreadable to other users."""
+    params = {"encoder": adain_jax.init_params(jax.random.key(0))["encoder"]}
+    for umask in (0o022, 0o027):
+        old = os.umask(umask)
+        try:
+            path = weights.save_params(params, tmp_path / f"u{umask:o}.safetensors")
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _load_as_nobody(path) -> str:
+    """load_params(path) in a forked child running as uid/gid 65534; its error message."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        message = "loaded"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            weights.load_params(path, require_decoder=False)
+        except BaseException as err:  # noqa: BLE001  (reported to the parent)
+            message = f"{type(err).__name__}: {err}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root to act as another user")
+def test_unreadable_file_says_permission_denied():
+    """safetensors says "No such file or directory" for EACCES; we say what it is."""
+    params = {"encoder": adain_jax.init_params(jax.random.key(0))["encoder"]}
+    folder = tempfile.mkdtemp(prefix="adain-perm-")  # pytest's tmp_path is 0700 for root
+    try:
+        os.chmod(folder, 0o755)
+        path = weights.save_params(params, os.path.join(folder, "w.safetensors"))
+        assert _load_as_nobody(path) == "loaded"
+        os.chmod(path, 0o600)
+        message = _load_as_nobody(path)
+        assert message.startswith("WeightsError: ") and "permission denied (mode 600" in message
+    finally:
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
