@@ -68,7 +68,9 @@ def masked_adain(content_feat, style_mean, style_std, masks, eps: float = EPS):
     m_k with the unbiased ("reliability weights") variance, sum m (x - mu)^2 / (V1 - V2/V1),
     V1 = sum m, V2 = sum m^2: for a binary mask it is exactly the region's unbiased variance,
     as the Lua original computes it on the gathered pixels. The output at each position is
-    sum_k m_k AdaIN_k(x) / sum_k m_k.
+    (sum_k m_k AdaIN_k(x) + r x) / max(1, sum_k m_k), r = max(0, 1 - sum_k m_k): where the
+    masks cover less than the whole pixel the content features fill the rest (alpha = 0 at
+    uncovered positions), instead of zero features that decode to flat colour.
     """
     m = jnp.moveaxis(masks, 1, -1)[..., None]  # (N, H, W, K, 1)
     x = content_feat[..., None, :]  # (N, H, W, 1, C)
@@ -83,8 +85,9 @@ def masked_adain(content_feat, style_mean, style_std, masks, eps: float = EPS):
     std = jnp.sqrt(var + eps)
     expand = lambda s: s[:, None, None]  # (N, 1, 1, K, C)
     t = (x - expand(mean)) / expand(std) * expand(style_std) + expand(style_mean)
-    weight_sum = jnp.sum(m, axis=-2)
-    return jnp.sum(m * t, axis=-2) / jnp.where(weight_sum > 0, weight_sum, 1.0)
+    weight_sum = jnp.sum(m, axis=-2)  # (N, H, W, 1)
+    uncovered = jnp.maximum(1.0 - weight_sum, 0.0)
+    return (jnp.sum(m * t, axis=-2) + uncovered * content_feat) / jnp.maximum(weight_sum, 1.0)
 
 
 def _sym_sqrt(matrix):

@@ -103,6 +103,28 @@ def test_masked_adain_constant_soft_masks_equal_interpolation():
     assert rel_l2(out, ref) < 1e-5
 
 
+def test_masked_adain_uncovered_pixels_keep_content_float64():
+    """Where masks sum below 1 the content features fill the rest (alpha = 0 uncovered)."""
+    x = feats(1, 6, 8, 4, scale=2.0)
+    style = feats(1, 5, 5, 4, scale=3.0, shift=2.0)
+    mask = np.zeros((6, 8), np.float32)
+    mask[:, :4] = 1.0
+    mask[:, 4] = 0.25  # a soft edge: a quarter styled, three quarters content
+    out = np.asarray(ops.masked_adain(x, *_style_stats([style]), mask[None, None]))
+    x64 = np.asarray(x[0], np.float64)
+    m = mask[..., None].astype(np.float64)
+    w1, w2 = m.sum(), (m * m).sum()
+    mean = (m * x64).sum((0, 1)) / w1
+    std = np.sqrt((m * (x64 - mean) ** 2).sum((0, 1)) / (w1 - w2 / w1) + 1e-5)
+    sm, ss = np_mean_std(style)
+    styled = (x64 - mean) / std * ss[0] + sm[0]
+    ref = m * styled + (1 - m) * x64
+    assert rel_l2(out[0], ref) < 1e-6
+    np.testing.assert_allclose(out[0][:, 5:], x64[:, 5:], rtol=0, atol=1e-6)
+    empty = ops.masked_adain(x, *_style_stats([style]), np.zeros((1, 1, 6, 8), np.float32))
+    np.testing.assert_allclose(empty, x, rtol=0, atol=1e-6)
+
+
 def test_resize_nearest_matches_torch():
     m = RNG.random((2, 37, 91)).astype(np.float32)
     ref = torch.nn.functional.interpolate(torch.from_numpy(m)[None], size=(5, 12), mode="nearest")

@@ -178,16 +178,19 @@ def masked_style_transfer(vgg, decoder, content, styles, masks, alpha=1.0):
 
     `masks` (K, H, W) binary in content space, resized (nearest) to the feature map; the
     content statistics are those of the region's pixels, the style statistics the whole
-    style image's.
+    style image's. Pixels no mask covers keep their content features (alpha = 0 there; the
+    Lua scripts' masks always cover the whole image).
     """
     content_f = vgg(content)[0]  # (C, h, w)
     c, h, w = content_f.shape
     small = nn.functional.interpolate(torch.as_tensor(masks)[None].float(), size=(h, w),
                                       mode="nearest")[0].reshape(len(styles), -1)
     flat = content_f.reshape(c, -1)
-    target = torch.zeros_like(flat)
+    target = flat.clone()
     for k, style in enumerate(styles):
         idx = torch.nonzero(small[k] > 0.5).flatten()
+        if len(idx) == 0:
+            continue
         region = flat[:, idx].reshape(1, c, -1, 1)
         target[:, idx] = adaptive_instance_normalization(region, vgg(style)).reshape(c, -1)
     feat = target.reshape(1, c, h, w) * alpha + content_f[None] * (1 - alpha)
