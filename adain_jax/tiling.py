@@ -65,9 +65,6 @@ def windows(cells: int, tile: int, halo: int):
             yield a, b, s, s + length
 
 
-_encode_style = jax.jit(transfer.encode_style)
-
-
 @jax.jit
 def _encode_window(params, window):
     return transfer.encode(params, window[None])[0]
@@ -146,7 +143,7 @@ def apply_tiled(params, content, style, alpha=1.0, *, tile: int = DEFAULT_TILE):
     rows, cols = (models.feature_size(n) for n in batch.shape[1:3])
     if rows * cols < 2:  # the unbiased std needs two relu4_1 positions
         raise ValueError(f"content image too small: {rows}x{cols} at relu4_1")
-    stats = style if isinstance(style, transfer.StyleStats) else _encode_style(params, style)
+    stats = style if isinstance(style, transfer.StyleStats) else transfer.encode_style(params, style)
     style_mean, style_std = np.asarray(stats.mean), np.asarray(stats.std)
     if style_mean.shape[0] not in (1, batch.shape[0]):
         raise ValueError(f"{style_mean.shape[0]} styles for {batch.shape[0]} content images")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import adain_jax
-from adain_jax import ops, weights
+from adain_jax import ops, transfer, weights
 from tests import torch_reference as ref
 from tests.torch_reference import nchw, nhwc, rel_l2
 
@@ -99,16 +99,39 @@ def test_coral_colour_preservation_matches_reference(models):
 
 
 def test_binary_masks_match_lua_procedure(models):
+    """At 37x45, not a multiple of 8: the relu4_1 map is 5x6 (ceil-mode pooling), not
+    4x5, and the masks must be resized to it, as the Lua procedure does."""
     vgg, decoder, params = models
+    content = images(1, 37, 45, seed=23)
     styles = [images(1, 48, 40, seed=13), images(1, 32, 56, seed=14) * 0.5]
-    fg = np.zeros((40, 48), np.float32)
-    fg[8:32, 16:48] = 1
+    fg = np.zeros((37, 45), np.float32)
+    fg[9:30, 13:41] = 1  # 3x4 of the 5x6 cells after the nearest resize
     masks = np.stack([fg, 1 - fg])
     with torch.no_grad():
-        out_ref = ref.masked_style_transfer(vgg, decoder, nchw(CONTENT),
+        out_ref = ref.masked_style_transfer(vgg, decoder, nchw(content),
                                             [nchw(s) for s in styles], masks, alpha=0.9)
-    out = adain_jax.apply(params, CONTENT, styles, 0.9, masks=masks)
-    assert rel_l2(out, nhwc(out_ref)) < TOL
+    assert out_ref.shape[-2:] == (40, 48)
+    out = adain_jax.apply(params, content, styles, 0.9, masks=masks)
+    assert out.shape == (1, 37, 45, 3)
+    assert rel_l2(out, nhwc(out_ref)[:, :37, :45]) < TOL
+
+
+def test_masks_leaving_pixels_uncovered_keep_the_content(models):
+    """One mask over the left half, one style: the right half keeps f(c) (alpha 0 there);
+    an all-black mask gives g(f(c)). Both against the reference (issue 14: flat colour)."""
+    vgg, decoder, params = models
+    style = images(1, 48, 40, seed=13)
+    half = np.zeros((1, 40, 48), np.float32)
+    half[:, :, :24] = 1
+    for masks in (half, np.zeros_like(half)):
+        with torch.no_grad():
+            out_ref = ref.masked_style_transfer(vgg, decoder, nchw(CONTENT), [nchw(style)],
+                                                masks, alpha=0.9)
+        out = adain_jax.apply(params, CONTENT, [style], 0.9, masks=masks)
+        assert rel_l2(out, nhwc(out_ref)) < TOL
+    with torch.no_grad():
+        content_only = nhwc(decoder(vgg(nchw(CONTENT))))
+    assert rel_l2(out, content_only) < TOL
 
 
 def test_luminance_mode_against_reference(models):
@@ -156,7 +179,10 @@ def test_biased_variance_would_be_caught(models, monkeypatch):
         return jnp.mean(x, axis=(1, 2)), jnp.sqrt(jnp.var(x, axis=(1, 2)) + eps)
 
     monkeypatch.setattr(ops, "mean_std", biased)
-    assert rel_l2(adain_jax.apply(params, content, style), out_ref) > 2 * TOL
+    # a fresh jit traces again (apply's compiled program for these shapes holds the old one)
+    fresh = jax.jit(transfer._apply, static_argnames=("color_mode",))
+    out = fresh(params, content, style, 1.0, None, None, color_mode=None)
+    assert rel_l2(out, out_ref) > 2 * TOL
 
 
 def test_batched_pairs_and_shared_style(models):
@@ -280,3 +306,49 @@ def test_mask_region_empty_at_feature_resolution_is_not_nan(models):
     out = adain_jax.apply(params, CONTENT, styles, masks=np.stack([fg, 1 - fg]))
     alone = adain_jax.apply(params, CONTENT, styles[1])
     assert rel_l2(out, alone) < TOL
+
+
+def _count_compiles(fn):
+    """Run fn(); how many XLA programs JAX compiled meanwhile."""
+    from jax._src import dispatch, monitoring
+
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == dispatch.BACKEND_COMPILE_EVENT:
+            events.append(duration)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        jax.block_until_ready(fn())
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    return len(events)
+
+
+def test_plain_apply_call_is_one_compiled_program(models):
+    """Issue 14: called as the README shows, apply ran op by op (13 s for a first 512^2
+    call). Now: at most a couple of programs for a new shape, none for a new alpha."""
+    _, _, params = models
+    content = images(1, 41, 50, seed=21)  # a shape no other test uses: compiled here
+    assert _count_compiles(lambda: adain_jax.apply(params, content, STYLE, 0.3)) <= 2
+    assert _count_compiles(lambda: adain_jax.apply(params, content, STYLE, 0.7)) == 0
+    assert _count_compiles(lambda: adain_jax.encode_style(params, STYLE)) <= 1
+
+
+def test_uint8_images_are_divided_by_255_and_out_of_range_floats_warn(models):
+    vgg, decoder, params = models
+    content8 = (CONTENT[0] * 255).round().astype(np.uint8)
+    style8 = (STYLE * 255).round().astype(np.uint8)
+    with torch.no_grad():
+        out_ref = ref.style_transfer(vgg, decoder, nchw(content8[None] / 255.0),
+                                     nchw(style8 / 255.0), alpha=0.6)
+    out = adain_jax.apply(params, content8, style8, 0.6)
+    assert out.dtype == jnp.float32
+    assert rel_l2(out, nhwc(out_ref)[0]) < TOL
+    stats = adain_jax.encode_style(params, style8)
+    assert rel_l2(adain_jax.apply(params, content8, stats, 0.6), out) < TOL
+    with pytest.warns(UserWarning, match=r"content values span \[[0-9.]+, 255\]"):
+        adain_jax.apply(params, CONTENT * 255, STYLE)
+    with pytest.raises(TypeError, match=r"float in \[0, 1\] or uint8, got int32"):
+        adain_jax.apply(params, CONTENT.astype(np.int32), STYLE)
