@@ -2,7 +2,8 @@
 
 The reference the tests compare with is `adain_jax.apply` as a library user calls it
 (itself checked against the PyTorch port in test_transfer.py), quantised like
-torchvision's save_image.
+torchvision's save_image; or, where the numbers are the point (masks, colour
+preservation, interpolation, video frames), `torch_stylize`: the PyTorch port itself.
 """
 from __future__ import annotations
 
@@ -91,3 +92,70 @@ def assert_matches(actual, expected):
     diff = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
     assert diff.max() <= 1, diff.max()
     assert (diff == 0).mean() >= 0.99, (diff == 0).mean()
+
+
+# --- the independent reference: tests/torch_reference.py on HWC float images -------------
+
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263],
+                 [0.211456, -0.522591, 0.311135]])  # Gatys et al.'s luminance transform
+
+
+_TORCH_MODELS: dict = {}  # id(params) -> (params, vgg, decoder): the last params used
+
+
+def _torch_models(params):
+    """Port-layout torch modules holding `params`, built once per params dict."""
+    from tests import torch_reference as ref
+
+    if id(params) not in _TORCH_MODELS:
+        _TORCH_MODELS.clear()  # params stays referenced here, so its id stays its own
+        _TORCH_MODELS[id(params)] = (params, *ref.params_to_torch(params))
+    return _TORCH_MODELS[id(params)][1:]
+
+
+def torch_stylize(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
+                  preserve_color=None) -> np.ndarray:
+    """What stylize.py should write for one (H, W, 3) content in [0, 1], by the PyTorch
+    port (tests/torch_reference.py), cropped to H x W; not clipped.
+
+    style: an (Hs, Ws, 3) image or a list of them (interpolated with `style_weights`, or
+    combined by binary `masks` (K, H, W) with the Lua procedure). preserve_color: None,
+    "coral" (the port's CORAL of the style onto the content) or "luminance" (Gatys et
+    al.: stylise luminance images, keep the content's chroma; float64 colour algebra).
+    """
+    import torch
+
+    from tests import torch_reference as ref
+
+    vgg, decoder = _torch_models(params)
+    content = np.asarray(content, np.float32)
+    styles = [np.asarray(s, np.float32) for s in (style if isinstance(style, list) else [style])]
+    h, w = content.shape[:2]
+    if preserve_color == "luminance":
+        c_yiq = content.astype(np.float64) @ _YIQ.T
+        grey = lambda y: np.repeat(y[..., None], 3, axis=-1).astype(np.float32)
+        y_c = c_yiq[..., 0]
+        matched = []
+        for s in styles:
+            y_s = (s.astype(np.float64) @ _YIQ.T)[..., 0]
+            matched.append(grey((y_s - y_s.mean()) / y_s.std() * y_c.std() + y_c.mean()))
+        lum = torch_stylize(params, grey(y_c), matched if len(matched) > 1 else matched[0],
+                            alpha, style_weights=style_weights, masks=masks)
+        y_out = (lum.astype(np.float64) @ _YIQ.T)[..., :1]
+        return np.concatenate([y_out, c_yiq[..., 1:]], -1) @ np.linalg.inv(_YIQ).T
+    with torch.no_grad():
+        c = ref.nchw(content[None])
+        s = [ref.nchw(x[None]) for x in styles]
+        if preserve_color == "coral":
+            s = [ref.coral(x[0], c[0])[None] for x in s]
+        elif preserve_color is not None:
+            raise ValueError(f"unknown preserve_color {preserve_color!r}")
+        if masks is not None:
+            out = ref.masked_style_transfer(vgg, decoder, c, s, np.asarray(masks), alpha)
+        elif style_weights is not None:
+            share = np.asarray(style_weights, np.float64) / np.sum(style_weights)
+            out = ref.style_transfer(vgg, decoder, c, torch.cat(s), alpha, share.tolist())
+        else:
+            assert len(s) == 1, "several styles need style_weights or masks"
+            out = ref.style_transfer(vgg, decoder, c, s[0], alpha)
+    return ref.nhwc(out)[0, :h, :w]

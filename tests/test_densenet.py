@@ -162,13 +162,16 @@ def test_port_refuses_wrong_files(models):
 def test_apply_matches_torch_on_the_padded_image_and_crops(models):
     """adain_jax.apply = torch AdaIN + decoder on the content edge-padded to 48x48, cropped.
 
-    It goes through spatial control with two identical styles and uniform 0.5 masks, which
-    is plain AdaIN (the weighted unbiased variance of a constant weight is the unbiased
-    variance), so one compiled function covers the mask resizing to the stride-16 map too.
+    It goes through spatial control, so that one compiled function serves two checks:
+    two identical styles and uniform 0.5 masks are plain AdaIN (the weighted unbiased
+    variance of a constant weight is the unbiased variance); two styles and binary masks
+    are the Lua procedure (torch_reference.masked_style_transfer) with this encoder, the
+    masks resized to the 3x3 map of the padded image (ceil(37 / 16), not 37 // 16 or 37 // 8).
     """
     net, decoder, params = models
     h, w = 37, 45
     content, style = images(1, h, w, seed=5), images(1, 32, 32, seed=6)
+    other = images(1, 32, 32, seed=7) * np.array([1.0, 0.4, 0.7], np.float32)
     padded = F.pad(nchw(content), (0, 48 - w, 0, 48 - h), mode="replicate")
     with torch.no_grad():
         content_f = torch_taps(net, padded)["denseblock3"]
@@ -177,10 +180,22 @@ def test_apply_matches_torch_on_the_padded_image_and_crops(models):
         expected = decoder(0.7 * t + 0.3 * content_f)
     assert content_f.shape[-2:] == (densenet.feature_size(h), densenet.feature_size(w)) == (3, 3)
     assert expected.shape[-2:] == (48, 48)
-    masks = np.full((2, h, w), 0.5, np.float32)
-    apply = lambda p, c, s, m: adain_jax.apply(p, c, [s, s], 0.7, masks=m)
-    out = compile_fast(apply, params, content, style, masks)(params, content, style, masks)
+    uniform = np.full((2, h, w), 0.5, np.float32)
+    apply = lambda p, c, s1, s2, m: adain_jax.apply(p, c, [s1, s2], 0.7, masks=m)
+    compiled = compile_fast(apply, params, content, style, style, uniform)
+    out = compiled(params, content, style, style, uniform)
     assert out.shape == (1, h, w, 3)
+    assert rel_l2(out, nhwc(expected)[:, :h, :w]) < TOL
+
+    fg = np.zeros((h, w), np.float32)
+    fg[10:, 14:] = 1  # the nearest resize samples rows 0, 12, 24 and columns 0, 15, 30
+    masks = np.stack([fg, 1 - fg])
+    encode = lambda x: torch_taps(net, F.pad(x, (0, -x.shape[-1] % 16, 0, -x.shape[-2] % 16),
+                                             mode="replicate"))["denseblock3"]
+    with torch.no_grad():
+        expected = ref.masked_style_transfer(encode, decoder, nchw(content),
+                                             [nchw(style), nchw(other)], masks, alpha=0.7)
+    out = compiled(params, content, style, other, masks)
     assert rel_l2(out, nhwc(expected)[:, :h, :w]) < TOL
 
 

@@ -1,6 +1,8 @@
 """adain_jax.models: parameter shapes and counts against the PyTorch reference modules."""
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from adain_jax import models
 from tests import torch_reference as ref
@@ -22,8 +24,10 @@ def test_init_matches_module_shapes():
     """init_params builds exactly the tree the Linen modules create."""
     params = models.init_params(jax.random.key(0))
     x = np.zeros((1, 16, 16, 3), np.float32)
-    enc = models.Encoder().init(jax.random.key(1), x)["params"]
-    dec = models.Decoder().init(jax.random.key(1), np.zeros((1, 2, 2, 512), np.float32))["params"]
+    # shapes only: eval_shape traces the modules' init without running it (36 s op by op)
+    enc = jax.eval_shape(models.Encoder().init, jax.random.key(1), x)["params"]
+    dec = jax.eval_shape(models.Decoder().init, jax.random.key(1),
+                         np.zeros((1, 2, 2, 512), np.float32))["params"]
     shapes = lambda t: jax.tree.map(lambda a: a.shape, t)
     assert shapes(enc) == shapes(params["encoder"])
     assert shapes(dec) == shapes(params["decoder"])
@@ -47,3 +51,67 @@ def test_unknown_tap_is_an_error():
     import pytest
     with pytest.raises(ValueError, match="unknown VGG taps"):
         models.Encoder(taps=("relu4_2",)).init(jax.random.key(0), np.zeros((1, 16, 16, 3)))
+
+
+# ---- the CPU-only Winograd convolution -------------------------------------------------
+
+def np_conv3x3_reflect(x, kernel):
+    """Float64 reference: torch's ReflectionPad2d(1) then a 3x3 valid correlation."""
+    x = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    kernel = np.asarray(kernel, np.float64)
+    h, w = x.shape[1] - 2, x.shape[2] - 2
+    return sum(np.einsum("nhwi,io->nhwo", x[:, i:i + h, j:j + w], kernel[i, j])
+               for i in range(3) for j in range(3))
+
+
+# 2 px (the smallest side reflection allows), whole 4-px tiles, and sides that leave
+# partial tiles; 9 input channels: the transforms do not depend on how many.
+@pytest.mark.parametrize("h,w", [(2, 3), (4, 8), (13, 6)])
+def test_winograd_conv_matches_float64(h, w):
+    """F(4x4, 3x3) against the direct float64 sum; tolerance 1e-5 relative L2 (float32
+    Winograd rounding lands near 1e-6; a wrong transform entry is off by O(1))."""
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((2, h, w, 9)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 9, 5)).astype(np.float32)
+    expected = np_conv3x3_reflect(x, kernel)
+    # jitted: eagerly each of Winograd's few dozen ops would compile on its own
+    both = jax.jit(lambda x, k: (models.winograd_conv3x3_reflect(x, k),
+                                 models.conv_valid(models.reflect_pad(x), k)))
+    winograd, direct = both(x, kernel)
+    assert winograd.shape == expected.shape
+    assert ref.rel_l2(winograd, expected) < 1e-5
+    assert ref.rel_l2(direct, expected) < 1e-5
+
+
+def _convolutions(fn, *args) -> int:
+    """How many convolution ops the lowered program of `fn(*args)` holds (no compile)."""
+    return jax.jit(fn).lower(*args).as_text().count("stablehlo.convolution")
+
+
+def test_backend_picks_winograd_on_cpu_only():
+    """On CPU a 3x3 layer with >= WINOGRAD_MIN_CHANNELS inputs lowers to Winograd (matrix
+    products, no convolution op); narrower layers, and every layer elsewhere, convolve."""
+    cpu = jax.default_backend() == "cpu"
+    wide = jax.ShapeDtypeStruct((1, 8, 8, models.WINOGRAD_MIN_CHANNELS), jnp.float32)
+    narrow = jax.ShapeDtypeStruct((1, 8, 8, models.WINOGRAD_MIN_CHANNELS - 1), jnp.float32)
+    kernel = lambda x: jax.ShapeDtypeStruct((3, 3, x.shape[-1], 4), jnp.float32)
+    assert _convolutions(models.conv3x3_reflect, wide, kernel(wide)) == (0 if cpu else 1)
+    assert _convolutions(models.conv3x3_reflect, narrow, kernel(narrow)) == 1
+
+    # The real layers: in the decoder only conv1_2 and conv1_1 (64 inputs) convolve on
+    # CPU; in the encoder conv0 (1x1), conv1_1, conv1_2 and conv2_1 (3 or 64 inputs).
+    params = jax.eval_shape(models.init_params, jax.random.key(0))
+    narrow_dec = [c for c in models.DECODER_LAYERS
+                  if c != models.UP and c.in_channels < models.WINOGRAD_MIN_CHANNELS]
+    narrow_enc = [c for c in models.ENCODER_LAYERS
+                  if c != models.POOL and (c.kernel == 1 or c.in_channels < 128)]
+    assert [c.name for c in narrow_dec] == ["conv1_2", "conv1_1"]
+    assert [c.name for c in narrow_enc] == ["conv0", "conv1_1", "conv1_2", "conv2_1"]
+    t = jax.ShapeDtypeStruct((1, 2, 2, 512), jnp.float32)
+    image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+    decode = lambda p, t: models.Decoder().apply({"params": p}, t)
+    encode = lambda p, x: models.Encoder().apply({"params": p}, x)
+    n_dec = sum(c != models.UP for c in models.DECODER_LAYERS)
+    n_enc = sum(c != models.POOL for c in models.ENCODER_LAYERS)
+    assert _convolutions(decode, params["decoder"], t) == (len(narrow_dec) if cpu else n_dec)
+    assert _convolutions(encode, params["encoder"], image) == (len(narrow_enc) if cpu else n_enc)
