@@ -12,14 +12,28 @@ The first audio stream is copied as it is (packets, not re-encoded) when the out
 container can hold its codec: Matroska takes any, MP4/MOV those in `MP4_AUDIO`; otherwise,
 and for subtitle or further streams, a warning says what was left out.
 
-A video is written to a `.partial` file beside the output and renamed when complete, so a
-finished-looking file is always a whole one; when reading stops part-way (a damaged file,
-an interrupted run) the frames done so far stay in the `.partial` file (without audio) and
-the error says so.
+A video is written to `NAME.partial.PID.EXT` beside the output (PID: this process's id)
+and renamed when complete, so a finished-looking file is always a whole one; when
+reading stops part-way (a damaged file, an interrupted run) the frames done so far stay
+in the partial file (without audio) and the error says so. While it is written, an
+`fcntl.flock` on `.NAME.EXT.lock` beside it (removed at the end; the kernel releases it
+if the process dies) makes a second writer of the same output, in this process or
+another, refuse with a VideoError instead of racing it. Where there is no `fcntl` (not
+POSIX) there is no lock: writers then race, but each renames its own partial file, so
+the output is still one writer's whole video, the last to finish. (Images, written in
+an instant, take no lock: the last writer's whole file wins; see `images.save_image`.)
+
+`interrupts_between_frames` turns a first Ctrl-C into a request that the frame loop
+honours between frames, so that no KeyboardInterrupt is raised inside PyAV or inside an
+XLA compilation (which goes on in a thread of JAX's own, and a process that exits under
+it crashes).
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -43,6 +57,15 @@ MP4_AUDIO = ("aac", "mp3", "mp3float", "alac", "ac3", "eac3", "opus", "flac")
 
 class VideoError(images.ImageError):
     """A video file that cannot be read or written; str() is one line, "PATH: reason"."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a video was stylised: `partial` holds its first `written` frames
+    (None when there were none); `output` is the file it was for."""
+
+    def __init__(self, output: Path, partial: Path | None, written: int):
+        super().__init__(f"{output}: interrupted after {written} frames")
+        self.output, self.partial, self.written = output, partial, written
 
 
 def is_video_path(path) -> bool:
@@ -146,8 +169,9 @@ class VideoWriter:
 
     Frames must all have the shape of the first; `close()` copies the audio of `audio_from`
     (a VideoReader of the source, if given), finishes the file and renames it into place;
-    leaving the `with` block on an exception keeps the frames written, under the partial
-    name, and does not rename it.
+    leaving the `with` block on an exception keeps the frames written, if any, under the
+    partial name, and does not rename it. Entering the `with` block (or the first
+    `write`) takes the output's lock: VideoError if another writer holds it.
     """
 
     def __init__(self, path, rate=DEFAULT_RATE, audio_from: VideoReader | None = None):
@@ -158,6 +182,56 @@ class VideoWriter:
         self.audio_from = audio_from
         self.written = 0
         self._container = self._stream = self._audio = None
+        self._lock_fd = None
+
+    def _lock(self) -> None:
+        """Hold the output's lock file until `_unlock`; VideoError if someone else does."""
+        if self._lock_fd is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX; unique partial names still keep outputs whole
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_path(self.path)
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as err:
+                raise VideoError(self.path, f"cannot write here: cannot create {lock.name} "
+                                 f"({err.strerror or err})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                os.close(fd)
+                raise VideoError(self.path, "another run is writing this video now"
+                                 f"{f' (process {holder})' if holder else ''}; wait for it "
+                                 f"to finish or write elsewhere (lock: {lock.name})") from None
+            except OSError:  # a file system without locks (some network ones): go on without
+                os.close(fd)
+                lock.unlink(missing_ok=True)
+                return
+            # The holder before us removes the file before it lets go: if we locked a file
+            # no longer at `lock`, a third writer may hold the one there now. Try again.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            try:  # removed while still held, so nobody can lock it and then lose it
+                lock_path(self.path).unlink(missing_ok=True)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def _open(self, height: int, width: int) -> None:
         av = _av(self.path)
@@ -165,6 +239,7 @@ class VideoWriter:
             raise VideoError(self.path, f"{self.codec} needs even frame sides, got "
                              f"{width}x{height} (see video.even_shape)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
         # by name FFmpeg would take .m4v for raw MPEG-4 video; the others it guesses right
         fmt = {".m4v": "mp4", ".mkv": "matroska"}.get(self.path.suffix.lower())
         try:
@@ -200,13 +275,17 @@ class VideoWriter:
     def close(self) -> Path:
         """Flush the encoder and move the finished file to `path`."""
         if self._container is None:
+            self._unlock()
             raise VideoError(self.path, "no frames to write")
-        self._container.mux(self._stream.encode(None))
-        if self._audio is not None:
-            self._copy_audio()
-        self._container.close()
-        self._container = None
-        self.partial.replace(self.path)
+        try:
+            self._container.mux(self._stream.encode(None))
+            if self._audio is not None:
+                self._copy_audio()
+            self._container.close()
+            self._container = None
+            self.partial.replace(self.path)  # under the lock: no other writer renames now
+        finally:
+            self._unlock()
         return self.path
 
     def _copy_audio(self) -> None:
@@ -231,25 +310,78 @@ class VideoWriter:
                         self.path, copied, images._one_line(err))
 
     def __enter__(self):
+        self._lock()
         return self
 
     def __exit__(self, exc_type, *exc):
         if exc_type is None:
             self.close()
-        elif self._container is not None:
-            try:  # keep the frames written so far playable, under the partial name
-                self._container.mux(self._stream.encode(None))
-            except Exception:  # noqa: BLE001  (the original error is the one to report)
-                pass
-            finally:
-                self._container.close()
-                self._container = None
+            return
+        try:
+            if self._container is not None:
+                try:  # keep the frames written so far playable, under the partial name
+                    self._container.mux(self._stream.encode(None))
+                except Exception:  # noqa: BLE001  (the original error is the one to report)
+                    pass
+                finally:
+                    self._container.close()
+                    self._container = None
+                    if not self.written:  # nothing worth keeping
+                        self.partial.unlink(missing_ok=True)
+        finally:
+            self._unlock()
 
 
-def partial_path(path) -> Path:
-    """Where a video is written before it is complete: `name.partial.ext` beside it."""
+def partial_path(path, pid: int | None = None) -> Path:
+    """Where this process (or process `pid`) writes a video before it is complete:
+    `name.partial.PID.ext` beside it (folder runs skip names with `.partial.`)."""
     path = Path(path)
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
+    return path.with_name(f"{path.stem}.partial.{os.getpid() if pid is None else pid}"
+                          f"{path.suffix}")
+
+
+def lock_path(path) -> Path:
+    """The lock file held while a video is written: `.name.ext.lock` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+class interrupts_between_frames:
+    """While active, a first SIGINT (Ctrl-C) only sets `requested`, for a frame loop to
+    check between frames and stop cleanly; a second one raises KeyboardInterrupt at once,
+    as without it. It does nothing outside the main thread, or where SIGINT does not
+    already raise KeyboardInterrupt (ignored, as in a background job, or handled by the
+    application).
+
+    Why: a KeyboardInterrupt raised while XLA compiles returns at once, but the
+    compilation goes on in a JAX thread, and if the process exits before it ends the
+    runtime is freed under it: a segfault (exit 139) instead of exit 130.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._installed = False
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def _restore(self):
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._installed = False
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
 
 
 def batches(frames, size: int) -> Iterator[list[np.ndarray]]:
@@ -264,5 +396,6 @@ def batches(frames, size: int) -> Iterator[list[np.ndarray]]:
         yield batch
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReader", "VideoWriter", "batches",
-           "can_write", "even_shape", "is_video_path", "needs_even_sides", "partial_path"]
+__all__ = ["VIDEO_EXTENSIONS", "Interrupted", "VideoError", "VideoReader", "VideoWriter",
+           "batches", "can_write", "even_shape", "interrupts_between_frames", "is_video_path",
+           "lock_path", "needs_even_sides", "partial_path"]

@@ -1,17 +1,20 @@
 """adain_jax/video.py and video content in stylize.py.
 
 Test videos are made here with PyAV directly (not through video.py) and read back with
-PyAV directly. Expected frames are `adain_jax.apply` on each input frame, quantised as
-the image outputs: the lossless FFV1 (.mkv) output must match within 1 step of 255 with
->= 99% of values equal (see test_stylize_cli.py for why 1 step); H.264 (.mp4, yuv420p,
-CRF 17) is lossy: its reference goes through PyAV's own RGB -> yuv420p -> RGB conversion
-(half-resolution chroma alone moves these noisy frames by ~9 steps of 255 on average), and
-the bound for what H.264 adds is a mean absolute error below 5 steps and PSNR above 32 dB
-(measured 1.5 to 3.3 steps, 35.6 to 40.8 dB; the next frame's reference is 14 steps off).
+PyAV directly. Expected frames are the PyTorch port (tests/torch_reference.py) on each
+input frame, quantised as the image outputs: the lossless FFV1 (.mkv) output must match
+within 1 step of 255 with >= 99% of values equal (see test_stylize_cli.py for why 1
+step); H.264 (.mp4, yuv420p, CRF 17) is lossy: its reference goes through PyAV's own
+RGB -> yuv420p -> RGB conversion (half-resolution chroma alone moves these noisy frames
+by ~9 steps of 255 on average), and the bound for what H.264 adds is a mean absolute
+error below 5 steps and PSNR above 32 dB (measured 1.5 to 3.3 steps, 35.6 to 40.8 dB; the
+next frame's reference is 14 steps off).
 Audio must come through packet for packet (equal bytes), or be left out with a warning.
 """
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +30,7 @@ import stylize
 from adain_jax import stylize_files, video
 from adain_jax.stylize_files import Settings, UsageError, plan_jobs
 from tests.stylize_helpers import (as_float, assert_matches, quantise, random_image,
-                                   reference_apply, write_image)
+                                   torch_stylize, write_image)
 from tests.stylize_helpers import params, weights  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +95,9 @@ def yuv420p_round_trip(rgb_u8):
 
 
 def expected_frames(params, frames, style_u8, alpha=1.0):
+    """Each frame stylised by the PyTorch port (stylize_helpers.torch_stylize), quantised."""
     style = as_float(style_u8)
-    return [quantise(np.clip(reference_apply(params, as_float(f), style, alpha), 0, 1))
+    return [quantise(np.clip(torch_stylize(params, as_float(f), style, alpha), 0, 1))
             for f in frames]
 
 
@@ -282,31 +286,212 @@ def test_without_pyav_the_error_says_how_to_install_it(tmp_path, monkeypatch):
         video.VideoReader(content)
 
 
-def test_ctrl_c_mid_video_exits_130_and_keeps_a_playable_partial_file(weights, params,
-                                                                      tmp_path):
-    frames = moving_frames(400, 24, 32, seed=9)
+# ---- Ctrl-C and concurrent writers -------------------------------------------------------
+
+# Runs stylize.py's main with SIGINT sent to itself at a chosen moment (argv[1]):
+# "compile": 0.2 s into an XLA compilation of the video job that lasts that long (a
+# KeyboardInterrupt there returns while the compilation goes on in a JAX thread; exiting
+# under it crashed); "compile twice": a second SIGINT 0.2 s later, which must stop at
+# once; "none": no hook.
+INTERRUPT_DRIVER = """
+import os, signal, sys, threading
+moment, argv = sys.argv[1], sys.argv[2:]
+import stylize
+from adain_jax import stylize_files
+from jax._src import compiler  # private, but the one place to be inside a compilation
+
+real_compile, real_job = compiler.backend_compile_and_load, stylize_files.stylize_video_job
+left = [{"compile": 1, "compile twice": 2}.get(moment, 0)]  # SIGINTs still to send
+
+def compile_hooked(*args, **kwargs):
+    done = threading.Event()
+
+    def send():  # every 0.2 s while this compilation runs
+        while left[0] and not done.wait(0.2):
+            left[0] -= 1
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        return real_compile(*args, **kwargs)
+    finally:
+        done.set()
+        sender.join()
+        if not left[0]:
+            compiler.backend_compile_and_load = real_compile
+
+def job(*args, **kwargs):  # from the job's start, not the compilations before it
+    if left[0]:
+        compiler.backend_compile_and_load = compile_hooked
+    return real_job(*args, **kwargs)
+
+stylize_files.stylize_video_job = job
+sys.exit(stylize.main(argv))
+"""
+
+
+def test_ctrl_c_during_a_video_exits_130_at_every_moment(weights, params, tmp_path):
+    """Three runs at once, each interrupted at another moment: 0.2 s into an XLA
+    compilation (exit 139, a segfault, before the fix), twice there, and from outside
+    once the partial file has frames (between frames, decoding, encoding or muxing).
+    Each must exit 130 with one line and keep a playable partial file of the first
+    frames (none when stopped at once before the first), and no lock file."""
+    frames = moving_frames(200, 24, 32, seed=9)
     content = write_video(tmp_path / "long.mkv", frames)
-    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(10), 20, 20))
-    out = tmp_path / "out.mkv"
-    partial = video.partial_path(out)
-    proc = subprocess.Popen([sys.executable, "stylize.py", "--content", str(content), "--style",
-                             str(style), "--weights", weights, "--output", str(out), *SMALL],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    style_u8 = random_image(np.random.default_rng(10), 20, 20)
+    style = write_image(tmp_path / "s.png", style_u8)
+    runs = {}
+    for moment in ("compile", "compile twice", "none"):
+        out = tmp_path / moment.replace(" ", "_") / "out.mkv"
+        argv = ["--content", str(content), "--style", str(style), "--weights", weights,
+                "--output", str(out), *SMALL]
+        proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_DRIVER, moment, *argv],
+                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        runs[moment] = proc, out
+    proc, out = runs["none"]
+    partial = video.partial_path(out, proc.pid)
     deadline = time.monotonic() + 120
-    while not (partial.exists() and partial.stat().st_size > 0) and proc.poll() is None:
+    while not partial.exists() and proc.poll() is None:  # made as the first frame is written
         assert time.monotonic() < deadline, "no partial file after 120 s"
         time.sleep(0.05)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, err
-    assert "interrupted; finished outputs are kept" in err and "Traceback" not in err
-    assert not out.exists()
-    got, _, codec, _ = read_video(partial)
-    assert codec == "ffv1" and 1 <= len(got) < 400
-    # the frames kept are the first ones, in order: compare the last kept with its source
-    want = expected_frames(params, [frames[len(got) - 1]],
-                           random_image(np.random.default_rng(10), 20, 20))
-    assert_matches(got[-1], want[0])
+
+    for moment, (proc, out) in runs.items():
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 130, (moment, err)
+        partial = video.partial_path(out, proc.pid)
+        lines = err.strip().splitlines()
+        assert not out.exists() and not video.lock_path(out).exists(), moment
+        if moment == "compile twice":  # stopped at once, before the first frame
+            assert lines == ["stylize.py: interrupted; finished outputs are kept"], err
+            assert not partial.exists()
+            continue
+        assert partial.exists(), (moment, err)
+        got, _, codec, _ = read_video(partial)
+        assert codec == "ffv1" and 1 <= len(got) < 200, (moment, len(got))
+        if moment == "compile":  # the first Ctrl-C waits for the frame being stylised
+            assert len(got) == 1
+        done = "frame" if len(got) == 1 else f"{len(got)} frames"
+        assert lines == [f"stylize.py: interrupted; finished outputs are kept, and {partial} "
+                         f"holds the first {done} of out.mkv"], err
+        # the frames kept are the first ones, in order: compare the last kept with its source
+        want = expected_frames(params, [frames[len(got) - 1]], style_u8)
+        assert_matches(got[-1], want[0])
+
+
+def test_first_ctrl_c_is_a_request_and_the_second_interrupts():
+    """The first SIGINT only sets `requested`; the second raises KeyboardInterrupt at once;
+    the usual handler is back afterwards, and an ignored SIGINT stays ignored."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # else no test
+    kill = lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.01))
+    with video.interrupts_between_frames() as interrupt:
+        assert not interrupt.requested
+        try:
+            kill()
+        except KeyboardInterrupt:  # caught, or it would stop the whole test session
+            pytest.fail("the first SIGINT raised KeyboardInterrupt")
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            kill()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with video.interrupts_between_frames() as interrupt:
+            kill()  # ignored
+            assert not interrupt.requested
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_writer_of_a_video_being_written_is_refused(tmp_path):
+    """flock locks are per open file, so two writers in one process conflict as two
+    processes' do; once the first is done, no lock or partial file is left."""
+    frames = moving_frames(3, 16, 16)
+    out = tmp_path / "out.mkv"
+    with video.VideoWriter(out, RATE) as first:
+        first.write(as_float(frames[0]))
+        assert ".partial." in first.partial.name and first.partial.exists()
+        with pytest.raises(video.VideoError, match=rf"^{out}: another run is writing this "
+                                                   rf"video now \(process {os.getpid()}\)"):
+            with video.VideoWriter(out, RATE) as second:
+                second.write(as_float(frames[2]))
+        for f in frames[1:]:
+            first.write(as_float(f))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv"]
+    got = read_video(out)[0]
+    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, frames))
+    with video.VideoWriter(out, RATE) as third:  # free again
+        third.write(as_float(frames[1]))
+    assert len(read_video(out)[0]) == 1
+
+
+# Copies a clip's frames (inverted if argv[5] == "1") to argv[2] with VideoWriter, slowly,
+# starting when the other copy is ready too (argv[3]: my ready file, argv[4]: the other's).
+WRITER_DRIVER = """
+import sys, time
+from pathlib import Path
+from adain_jax import video
+clip, out, me, other, invert = sys.argv[1:]
+with video.VideoReader(clip) as reader:
+    frames = [1 - f if invert == "1" else f for f in reader]
+Path(me).touch()
+deadline = time.monotonic() + 60
+while not Path(other).exists():
+    assert time.monotonic() < deadline, "the other writer never came"
+    time.sleep(0.001)
+try:
+    with video.VideoWriter(out, reader.rate) as writer:
+        for frame in frames:
+            writer.write(frame)
+            time.sleep(0.02)
+except video.VideoError as err:
+    sys.exit(str(err))
+"""
+
+
+def test_two_processes_writing_one_video_at_once_never_mix(tmp_path):
+    """Two processes write different frames to one output at the same moment: one is
+    refused in one line, and the output is the other's whole video (lossless, so equal),
+    with no partial or lock file left. Before the fix they shared one partial file."""
+    frames = moving_frames(8, 16, 16, seed=13)
+    clip = write_video(tmp_path / "clip.mkv", frames)
+    out = tmp_path / "out" / "v.mkv"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER_DRIVER, str(clip), str(out),
+                               str(tmp_path / f"ready{i}"), str(tmp_path / f"ready{1 - i}"),
+                               str(i)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    results = [(p.communicate(timeout=120)[1], p.returncode)[::-1] for p in procs]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    won = [code for code, _ in results].index(0)
+    # the process id is left out when the holder had not written it yet
+    assert re.fullmatch(rf"{re.escape(str(out))}: another run is writing this video now"
+                        rf"( \(process {procs[won].pid}\))?; wait for it to finish or write "
+                        r"elsewhere \(lock: \.v\.mkv\.lock\)\n", results[1 - won][1]), results
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.mkv"]
+    got = read_video(out)[0]
+    winner = [255 - f if won else f for f in frames]
+    assert len(got) == 8 and all(np.array_equal(a, b) for a, b in zip(got, winner))
+
+
+def test_a_video_output_another_run_is_writing_fails_before_any_work(params, tmp_path,
+                                                                     monkeypatch):
+    content = write_video(tmp_path / "clip.mkv", moving_frames(2, 24, 32))
+    style = write_image(tmp_path / "s.png", random_image(np.random.default_rng(0), 20, 20))
+    out = tmp_path / "out.mkv"
+    settings = Settings(content_size=0, style_size=0)
+    jobs = plan_jobs(content, [style], output=out, settings=settings)
+    monkeypatch.setattr(stylize_files, "_stylize_frames", lambda *a: pytest.fail("stylised"))
+    with video.VideoWriter(out, RATE) as other:  # as another run would hold it
+        other.write(np.zeros((16, 16, 3), np.float32))
+        failures = stylize_files.run(params, jobs, settings, progress=False)
+    assert [f.message for f in failures] == [
+        f"{out}: another run is writing this video now (process {os.getpid()}); wait for it "
+        "to finish or write elsewhere (lock: .out.mkv.lock)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv", "out.mkv", "s.png"]
+    assert read_video(out)[0][0].shape == (16, 16, 3)  # the other run's video, untouched
 
 
 @pytest.mark.parametrize("degrees", [90, -90])
@@ -335,3 +520,42 @@ def test_display_rotation_is_applied_like_ffmpeg(params, tmp_path, degrees):
     for ours, want in zip(got, expected_frames(params, upright, style_u8), strict=True):
         assert ours.shape == (32, 24, 3)
         assert_matches(ours, want)
+
+
+def test_audio_is_shifted_as_the_video_when_streams_start_late(tmp_path):
+    """A source whose video starts at 1 s and audio at 1.25 s: the output's video starts
+    at 0, so its audio must start at 0.25 s, in sync (tolerance 1 ms)."""
+    frames = moving_frames(4, 16, 16)
+    source = tmp_path / "late.mkv"
+    with av.open(str(source), "w") as container:  # PCM: no encoder delay to account for
+        stream = container.add_stream("ffv1", rate=10)
+        stream.height, stream.width, stream.pix_fmt = 16, 16, "bgr0"
+        sound = container.add_stream("pcm_s16le", rate=8000)
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = 10 + i  # 1 s at 10 frames/s
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        rng = np.random.default_rng(0)
+        for start in range(0, 3200, 800):
+            chunk = av.AudioFrame.from_ndarray(rng.integers(-3000, 3000, (1, 800), np.int16),
+                                               format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts = 8000, 10_000 + start  # 1.25 s
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+
+    def first_times(path):
+        with av.open(str(path)) as container:
+            return {s.type: float(next(p for p in container.demux(s) if p.dts is not None).pts
+                                  * s.time_base) for s in container.streams}
+
+    assert first_times(source) == {"video": 1.0, "audio": 1.25}
+    out = tmp_path / "out.mkv"
+    with video.VideoReader(source) as reader, \
+            video.VideoWriter(out, reader.rate, audio_from=reader) as writer:
+        for frame in reader:
+            writer.write(frame)
+    starts = first_times(out)
+    assert starts["video"] == 0.0
+    assert abs(starts["audio"] - 0.25) < 1e-3, starts
+    assert audio_packets(out) == audio_packets(source)
