@@ -49,13 +49,12 @@ import grain
 import numpy as np
 from PIL import Image, ImageOps
 
+from adain_jax import images
+from adain_jax.configs import RESIZE_MODES, DataConfig  # noqa: F401  (defined there)
 from adain_jax.images import MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
-# Style (and content folder) file types, matched case-insensitively.
-TRAIN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm")
-RESIZE_MODES = ("shorter", "square")
 # A pair whose style image fails is retried with other random styles up to this many
 # times in all, then with every style in turn.
 STYLE_TRIES = 32
@@ -66,23 +65,6 @@ MAX_CONSECUTIVE_SKIPS = 1000
 
 class DataError(ValueError):
     """A problem with the training data or its options; str() is one line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    tfds: str | None = None  # "coco/2017" or "coco/2017:train" (NAME[:VERSION][:SPLIT])
-    data_dir: str | None = None  # TFDS data directory
-    content_dir: str | None = None
-    styles: str | None = None
-    resize: int = 512
-    crop_size: int = 256
-    resize_mode: str = "shorter"  # or "square"
-    batch_size: int = 8  # per process
-    seed: int = 0
-    workers: int = 0  # decoding processes; 0 decodes in this process
-    process_index: int = 0
-    process_count: int = 1
-    threads: int = 16  # decoding threads per process (grain.ReadOptions.num_threads)
 
 
 # ---------------------------------------------------------------- skipped-file count
@@ -178,18 +160,17 @@ def _array_to_image(pixels: Any) -> Image.Image:
 # ---------------------------------------------------------------- sources
 
 def find_images(root: str, what: str) -> list[str]:
-    """Image files (TRAIN_EXTENSIONS, any case) under `root`, recursively, sorted."""
+    """Image files under `root` by images.list_image_files' rule (stylize.py's too):
+    subfolders searched, hidden names ignored, every other file skipped is logged."""
     if not os.path.isdir(root):
         raise DataError(f"{what} folder {root} does not exist or is not a folder")
-    paths = []
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        subfolders.sort()
-        paths.extend(os.path.join(folder, name) for name in files
-                     if os.path.splitext(name)[1].lower() in TRAIN_EXTENSIONS)
-    if not paths:
-        raise DataError(f"no {what} images ({', '.join(e[1:] for e in TRAIN_EXTENSIONS)}) "
-                        f"found in {root}")
-    return sorted(paths)
+    found, skipped = images.list_image_files(root)
+    if skipped:
+        log.warning("%s", images.skipped_note(root, skipped))
+    if not found:
+        kinds = ", ".join(e[1:] for e in images.IMAGE_EXTENSIONS)
+        raise DataError(f"no {what} images ({kinds}) found in {root}")
+    return [str(p) for p in found]
 
 
 def parse_tfds_spec(spec: str) -> tuple[str, str]:

@@ -25,7 +25,9 @@ from PIL import Image, ImageOps
 # error over twice that), so this limit, checked from the header, is the one that applies.
 MAX_PIXELS = 2**26
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
+# What a folder of images is read for, by stylize.py and train.py alike (see
+# `list_image_files`); GIF gives its first frame.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff", ".gif")
 # Formats `save_image` writes, and whether each keeps an alpha channel.
 SAVE_FORMATS = {".png": ("PNG", True), ".jpg": ("JPEG", False), ".jpeg": ("JPEG", False),
                 ".webp": ("WEBP", True), ".bmp": ("BMP", False)}
@@ -59,6 +61,48 @@ def _one_line(text: str) -> str:
 def is_image_path(path) -> bool:
     """True for a file name with one of IMAGE_EXTENSIONS (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+class ImageFiles(NamedTuple):
+    found: list[Path]  # sorted by path string
+    skipped: list[Path]  # files left out for their extension, sorted
+
+
+def list_image_files(folder, extensions=IMAGE_EXTENSIONS, exclude=()) -> ImageFiles:
+    """The files under `folder` with one of `extensions` (any case), subfolders included.
+
+    The one rule for folders of images (stylize.py's content and style folders, train.py's
+    --styles and --content-dir): every subfolder is searched, symlinked ones too (each
+    real folder once, so a link loop ends); names starting with "." (hidden files and
+    folders) are ignored; every other file is found or, for its extension, skipped.
+    `exclude`: folders not to enter, e.g. an output folder inside the input folder.
+    """
+    folder = Path(folder)
+    excluded = {os.path.realpath(p) for p in exclude}
+    seen = {os.path.realpath(folder)}
+    found, skipped = [], []
+    for parent, subfolders, files in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(subfolders):
+            real = os.path.realpath(os.path.join(parent, name))
+            if not name.startswith(".") and real not in seen and real not in excluded:
+                seen.add(real)
+                kept.append(name)
+        subfolders[:] = kept  # os.walk enters only these
+        for name in files:
+            if not name.startswith("."):
+                wanted = os.path.splitext(name)[1].lower() in extensions
+                (found if wanted else skipped).append(Path(parent) / name)
+    return ImageFiles(sorted(found, key=str), sorted(skipped, key=str))
+
+
+def skipped_note(folder, skipped, extensions=IMAGE_EXTENSIONS) -> str:
+    """One line naming every file in `skipped` (relative to `folder`) and what was read."""
+    folder = Path(folder)
+    names = ", ".join(str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p)
+                      for p in skipped)
+    plural = "s" * (len(skipped) != 1)
+    return f"{folder}: skipped {len(skipped)} file{plural}, not {' '.join(extensions)}: {names}"
 
 
 def _decode(path: Path) -> Image.Image:

@@ -2,8 +2,9 @@
 
 `plan_jobs` expands the content and style arguments into output jobs (one per content x
 style, or one per content for a set of several style files, which are interpolated or,
-with masks, spatially combined); `run` stylises them with weights loaded once and returns
-the failures instead of stopping at the first bad file.
+with masks, spatially combined); `check_outputs` tries every output folder before any
+work; `run` stylises the jobs with weights loaded once and returns the failures instead of
+stopping at the first bad file.
 
 Each image goes through one jitted `transfer.apply`; jit compiles again for every new
 image size (the first image of each size is slower), and reuses the compiled function
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -31,15 +32,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from adain_jax import architectures, gatys, images, tiling, transfer, video
+from adain_jax import architectures, gatys, images, outputs, tiling, transfer, video
+from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_SIZE, DEFAULT_VIDEO_BATCH,  # noqa: F401
+                               DEFAULT_VIDEO_EXT, METHODS, Settings)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT = Path("output")
-DEFAULT_SIZE = 512  # shorter side of content and style, as the reference test script
-DEFAULT_VIDEO_EXT = "mp4"
-DEFAULT_VIDEO_BATCH = 1  # frames per call; see benchmarks/ (batch 4 gains little on a CPU)
-METHODS = ("adain", "gatys")
 
 
 def min_side(arch: architectures.Architecture) -> int:
@@ -72,48 +70,55 @@ class Failure(NamedTuple):
     message: str
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How each job is stylised; the defaults are stylize.py's."""
+def list_images(path, role: str, videos: bool = False, exclude=()) -> list[Path]:
+    """A file as itself; a folder as the image files under it (`images.list_image_files`:
+    subfolders included, sorted), and its video files too if `videos`.
 
-    alpha: float = 1.0
-    style_weights: tuple[float, ...] | None = None
-    masks: tuple[Path, ...] | None = None
-    preserve_color: str | None = None  # None, "coral" or "luminance"
-    content_size: int = DEFAULT_SIZE
-    style_size: int = DEFAULT_SIZE
-    crop: bool = False
-    method: str = "adain"  # or "gatys": optimise each output image (no decoder)
-    # gatys only, its defaults; adain ignores them
-    steps: int = gatys.STEPS
-    optimizer: str = "lbfgs"
-    style_loss: str = "gram"
-    video_batch: int = DEFAULT_VIDEO_BATCH  # content videos: frames per stylisation call
-
-
-def list_images(path, role: str, videos: bool = False) -> list[Path]:
-    """A file as itself; a folder as its image files (by extension, sorted, not recursive),
-    and its video files too if `videos`."""
+    Every other file is logged as skipped, and so is a video's unfinished output
+    (NAME.partial.EXT). `exclude`: folders not to enter (the output folder).
+    """
     path = Path(path)
     if path.is_dir():
-        wanted = lambda p: images.is_image_path(p) or (videos and video.is_video_path(p))
-        found = sorted(p for p in path.iterdir()
-                       if p.is_file() and wanted(p) and not p.name.startswith(".")
-                       and ".partial." not in p.name)
+        extensions = images.IMAGE_EXTENSIONS + (video.VIDEO_EXTENSIONS if videos else ())
+        found, skipped = images.list_image_files(path, extensions, exclude)
+        partial = [p for p in found if ".partial." in p.name]
+        if skipped:
+            log.warning("%s", images.skipped_note(path, skipped, extensions))
+        if partial:
+            log.warning("%s: skipped %d unfinished output(s) (NAME.partial.EXT): %s", path,
+                        len(partial), ", ".join(str(p.relative_to(path)) for p in partial))
+        found = [p for p in found if p not in partial]
         if not found:
-            extensions = images.IMAGE_EXTENSIONS + (video.VIDEO_EXTENSIONS if videos else ())
             kinds = "images or videos" if videos else "images"
-            raise UsageError(f"{path}: no {role} {kinds} in this folder (looked for "
-                             f"{', '.join(extensions)})")
+            raise UsageError(f"{path}: no {role} {kinds} in this folder or its subfolders "
+                             f"(looked for {', '.join(extensions)})")
         return found
     if not path.exists():
         raise UsageError(f"{path}: no such {role} file or folder")
     return [path]
 
 
-def output_name(content: Path, styles: Sequence[Path], ext: str) -> str:
-    """`{content}_stylized_{style1}[_{style2}...].{ext}`."""
-    return f"{content.stem}_stylized_{'_'.join(s.stem for s in styles)}.{ext}"
+def _number(value: float) -> str:
+    """A weight as written in a file name: short (%g) unless that would change it."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
+def output_name(content: Path, styles: Sequence[Path], ext: str,
+                settings: Settings = Settings(), style_names: Sequence[str] | None = None) -> str:
+    """`{content}_stylized_{style1}[_{style2}...][_w{w1}-{w2}...|_mask-{m1}-{m2}...].{ext}`.
+
+    Unequal --style-weights and --mask each add their part, so that interpolation,
+    spatial control and plain style transfer never share a name. `style_names` replace the
+    styles' stems (a style in a subfolder of a style folder is named by its path there).
+    """
+    names = [s.stem for s in styles] if style_names is None else list(style_names)
+    weights = settings.style_weights
+    if weights is not None and len(set(weights)) > 1:
+        names.append("w" + "-".join(_number(w) for w in weights))
+    if settings.masks is not None:
+        names.append("mask-" + "-".join(m.stem for m in settings.masks))
+    return f"{content.stem}_stylized_{'_'.join(names)}.{ext}"
 
 
 def _check_gatys(settings: Settings, styles: Sequence[Path], style_is_folder: bool):
@@ -168,14 +173,19 @@ def _check_settings(settings: Settings, styles: Sequence[Path], style_is_folder:
             raise UsageError("--style-weights must be >= 0 with a positive sum")
 
 
-def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
-              video_ext: str = DEFAULT_VIDEO_EXT, settings: Settings = Settings()) -> list[Job]:
+def plan_jobs(content, styles: Sequence, *, output=None, ext: str | None = None,
+              video_ext: str | None = None, settings: Settings = Settings()) -> list[Job]:
     """Expand content and style paths (files or folders) into output jobs.
 
     One style folder gives one output per style; several style files give one combined
-    output per content. `output` ending in an image or video extension is the output file
-    (only for a single output); anything else is a folder (default `output/`), where
-    images are written as `ext` and content videos as `video_ext`.
+    output per content. Folders are searched with their subfolders (`list_images`): a
+    content in a subfolder is written to the same subfolder of the output folder, a style
+    in one is named by its path there (`sub-name`). `output` ending in an image or video
+    extension is the output file (only for a single output); an existing folder, a name
+    ending in "/" or one without an extension is a folder (default `output/`), where
+    images are written as `ext` (default png) and content videos as `video_ext` (default
+    mp4). Any other extension is refused, and so is an `ext` or `video_ext` that differs
+    from the output file's.
     """
     styles = [Path(s) for s in styles]
     if not styles:
@@ -185,40 +195,68 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
         raise UsageError(f"{folder_styles[0]}: a style folder cannot be combined with other "
                          "styles; give one folder, or several style files")
     _check_settings(settings, styles, bool(folder_styles))
-    contents = list_images(content, "content", videos=True)
-    if settings.method == "gatys" and any(video.is_video_path(c) for c in contents):
-        raise UsageError("--method gatys cannot stylise videos (one optimisation per frame "
-                         "would take hours); use --method adain")
-    if folder_styles:
-        style_sets = [(s,) for s in list_images(folder_styles[0], "style")]
-    else:
-        style_sets = [tuple(list_images(s, "style")[0] for s in styles)]
 
-    ext = ext.lower().lstrip(".")
+    ext_given, video_ext_given = ext is not None, video_ext is not None
+    ext = "png" if ext is None else ext.lower().lstrip(".")
     if f".{ext}" not in images.SAVE_FORMATS:
         raise UsageError(f"--ext {ext}: cannot write that format; use one of "
                          f"{', '.join(s.lstrip('.') for s in images.SAVE_FORMATS)}")
-    video_ext = video_ext.lower().lstrip(".")
+    video_ext = DEFAULT_VIDEO_EXT if video_ext is None else video_ext.lower().lstrip(".")
     if not video.can_write(f"x.{video_ext}"):
         raise UsageError(f"--video-ext {video_ext}: cannot write that format; use one of "
                          f"{', '.join(s.lstrip('.') for s in video.OUTPUT_CODECS)}")
-    count = len(contents) * len(style_sets)
+
+    slash = output is not None and os.fspath(output).endswith(("/", os.sep))
     output = DEFAULT_OUTPUT if output is None else Path(output)
     # Any extension PIL knows (.gif too) means a file, so a format we cannot write is
-    # refused instead of silently becoming a folder name.
-    if (images.is_image_path(output) or video.is_video_path(output)
-            or output.suffix.lower() in Image.registered_extensions()):
+    # refused instead of silently becoming a folder name; so is any other extension.
+    to_file = not (slash or output.is_dir()) and bool(output.suffix)
+    if to_file and not (images.is_image_path(output) or video.is_video_path(output)
+                        or output.suffix.lower() in Image.registered_extensions()):
+        raise UsageError(f"--output {output}: {output.suffix} is not an image or video "
+                         f"extension; name a {', '.join(images.SAVE_FORMATS)} file, or a "
+                         f"folder (end it with / if its name has a dot: {output}/)")
+
+    exclude = () if to_file else (output,)  # an output folder inside an input folder
+    contents = list_images(content, "content", videos=True, exclude=exclude)
+    if settings.method == "gatys" and any(video.is_video_path(c) for c in contents):
+        raise UsageError("--method gatys cannot stylise videos (one optimisation per frame "
+                         "would take hours); use --method adain")
+    style_names = {}  # a style folder's files, by their path in it: sub/a.jpg -> sub-a
+    if folder_styles:
+        style_sets = [(s,) for s in list_images(folder_styles[0], "style", exclude=exclude)]
+        for (style,) in style_sets:
+            parts = style.relative_to(folder_styles[0]).parent.parts
+            style_names[style] = "-".join((*parts, style.stem))
+    else:
+        style_sets = [tuple(list_images(s, "style")[0] for s in styles)]
+    count = len(contents) * len(style_sets)
+
+    if to_file:
         if count != 1:
             raise UsageError(f"--output {output} names one file, but this run makes {count} "
                              "outputs; give a folder instead")
         _check_output_file(contents[0], output)
+        is_video = video.is_video_path(contents[0])
+        flag, given = ("--video-ext", video_ext) if is_video else ("--ext", ext)
+        if (video_ext_given if is_video else ext_given) and not _same_format(f"x.{given}",
+                                                                             output):
+            raise UsageError(f"{flag} {given} and --output {output} disagree; give one of them")
         jobs = [Job(contents[0], style_sets[0], output)]
     else:
         if output.exists() and not output.is_dir():
             raise UsageError(f"--output {output}: exists and is not a folder")
-        jobs = [Job(c, s, output / output_name(c, s, video_ext if video.is_video_path(c)
-                                               else ext))
-                for c in contents for s in style_sets]
+        content_root = Path(content)
+        jobs = []
+        for c in contents:
+            # a content in a subfolder goes to the same subfolder of the output folder
+            sub = c.relative_to(content_root).parent if content_root.is_dir() else Path()
+            folder = output / sub
+            for s in style_sets:
+                names = [style_names[s[0]]] if style_names else None
+                name = output_name(c, s, video_ext if video.is_video_path(c) else ext,
+                                   settings, names)
+                jobs.append(Job(c, s, folder / name))
 
     inputs = {p.resolve(): p for p in [*contents, *styles, *(settings.masks or ())]}
     seen = {}
@@ -228,10 +266,37 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str = "png",
             raise UsageError(f"{job.output}: the output would overwrite this input file; "
                              "choose another --output")
         if target in seen:
-            raise UsageError(f"{job.output}: both {seen[target].content} and {job.content} "
-                             "would be written there; rename one")
+            first = seen[target]
+            a, b = ((first.content, job.content) if first.content != job.content
+                    else (first.styles[0], job.styles[0]))
+            raise UsageError(f"{job.output}: both {a} and {b} would be written there; "
+                             "rename one")
         seen[target] = job
     return jobs
+
+
+def _same_format(a: Path | str, b: Path) -> bool:
+    """Whether two file names have the same format (.jpg and .jpeg do)."""
+    a, b = Path(a).suffix.lower(), b.suffix.lower()
+    return a == b or (a in images.SAVE_FORMATS and b in images.SAVE_FORMATS
+                      and images.SAVE_FORMATS[a][0] == images.SAVE_FORMATS[b][0])
+
+
+class OutputError(Exception):
+    """An output that cannot be written; str() is one line."""
+
+
+def check_outputs(jobs: Sequence[Job]) -> None:
+    """Refuse, before any work, output folders that cannot be created or written to
+    (tried for real, see `outputs.folder_problem`)."""
+    for job in jobs:
+        if job.output.is_dir():
+            raise OutputError(f"{job.output}: is a folder, so the output cannot be written "
+                              "there; choose another --output")
+    for folder in sorted({job.output.parent for job in jobs}):
+        problem = outputs.folder_problem(folder)
+        if problem:
+            raise OutputError(f"{folder}: output folder {problem}; choose another --output")
 
 
 def _check_output_file(content: Path, output: Path) -> None:
@@ -258,9 +323,6 @@ def _stylize(params, content, style, alpha, style_weights, masks, preserve_color
     return jnp.clip(out, 0.0, 1.0)
 
 
-_encode_style = jax.jit(transfer.encode_style)
-
-
 def prepare(loaded: images.LoadedImage, size: int, crop: bool):
     """Reference preprocessing: Resize(size) (0 keeps), then a centre square if `crop`."""
     rgb, alpha = images.resize_shorter(loaded.rgb, size, loaded.alpha)
@@ -281,6 +343,23 @@ def load_mask(path, height: int, width: int) -> np.ndarray:
     """A mask image as (height, width) float32 in [0, 1] (nearest resize; soft values kept)."""
     rgb = images.load_image(path).rgb
     return images.resize_nearest(rgb @ _LUMA, height, width).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)  # a video's frames share one size: load the masks once
+def load_masks(paths: tuple[Path, ...], height: int, width: int) -> np.ndarray:
+    """(K, height, width) masks; warns once when they leave pixels uncovered.
+
+    Where the masks sum below 1 the content shows through (alpha 0 where none covers, see
+    `ops.masked_adain`); that is seldom what was meant, so it is said.
+    """
+    masks = np.stack([load_mask(m, height, width) for m in paths])
+    coverage = masks.sum(axis=0)
+    uncovered = float(np.mean(coverage < 1 - 1 / 512))  # below 1 by more than 8-bit rounding
+    if uncovered > 0:
+        log.warning("warning: the masks (%s) leave %.1f%% of the pixels not fully covered; "
+                    "those keep the content there (alpha 0 where no mask covers)",
+                    ", ".join(str(m) for m in paths), 100 * uncovered)
+    return masks
 
 
 class _Styles:
@@ -306,7 +385,7 @@ class _Styles:
 
     def stats(self, path: Path) -> transfer.StyleStats:
         if path not in self._stats:
-            self._stats[path] = _encode_style(self.params, self.image(path))
+            self._stats[path] = transfer.encode_style(self.params, self.image(path))
             self._images.pop(path)  # the statistics are all later jobs need
         return self._stats[path]
 
@@ -351,34 +430,49 @@ def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
 
     Frames get the images' preprocessing (--content-size, --crop); for H.264 outputs a
     frame with an odd side loses its last row or column (yuv420p needs even sides).
-    Raises VideoError; frames stylised before a failure are kept in the `.partial` file.
+    Raises VideoError; frames stylised before a failure are kept in the partial file.
+    A first Ctrl-C stops it after the frames being stylised (a second one at once):
+    video.Interrupted, a KeyboardInterrupt that names the partial file.
     """
     even = video.needs_even_sides(job.output)
     batch_size = settings.video_batch
     if settings.masks is not None or settings.preserve_color:
         batch_size = 1  # per-frame masks resizing and colour matching: one frame at a time
-    with video.VideoReader(job.content) as reader:
+    with video.VideoReader(job.content) as reader, \
+            video.interrupts_between_frames() as interrupt:
         if reader.other_streams:
             log.warning("%s: only its first video and audio streams are used (%s left out)",
                         job.content, ", ".join(reader.other_streams))
         bar = tqdm(total=reader.frames, disable=not progress, file=sys.stderr, unit="frame",
                    leave=False, desc=job.output.name)
         writer = video.VideoWriter(job.output, reader.rate, audio_from=reader)
+
+        def interrupted():
+            kept = writer.partial if writer.written and writer.partial.exists() else None
+            return video.Interrupted(job.output, kept, writer.written)
+
         try:
-            with bar, writer:
+            with bar, writer:  # takes the output's lock: refused here if another run has it
                 for frames in video.batches(reader, batch_size):
                     for out in _stylize_frames(params, frames, job, settings, styles, even,
                                                batch_size):
                         writer.write(out)
                     bar.update(len(frames))
+                    if interrupt.requested:  # here no PyAV or XLA call is under way
+                        raise KeyboardInterrupt
                 if not writer.written:
                     raise video.VideoError(job.content, "no video frames could be decoded")
+        except KeyboardInterrupt:  # ours, or a second Ctrl-C from anywhere
+            raise interrupted() from None
         except images.ImageError as err:  # VideoError included
+            if interrupt.requested:
+                raise interrupted() from None
             if writer.written:
                 raise video.VideoError(err.path, f"{err.reason}; the {writer.written} frames "
                                        f"before it are in {writer.partial}") from None
-            writer.partial.unlink(missing_ok=True)
-            raise
+            raise  # the writer removed its empty partial file (if it made one)
+        if interrupt.requested:  # while the file was finished: it is whole; stop the run
+            raise video.Interrupted(job.output, None, writer.written)
 
 
 def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_size: int):
@@ -411,7 +505,7 @@ def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _S
         return np.clip(out, 0.0, 1.0)
     masks = None
     if settings.masks is not None:
-        masks = jnp.asarray(np.stack([load_mask(m, height, width) for m in settings.masks]))
+        masks = jnp.asarray(load_masks(settings.masks, height, width))
     style_weights = settings.style_weights
     if style_weights is None and masks is None and len(job.styles) > 1:
         style_weights = (1.0,) * len(job.styles)  # equal interpolation weights

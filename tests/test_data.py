@@ -19,7 +19,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from adain_jax import data
+from adain_jax import data, images
 
 RESIZE, CROP = 24, 16
 
@@ -119,7 +119,7 @@ def folders(tmp_path_factory):
                       ("s3.bmp", 20, 20)]:
         path = _save(styles / rel, _noise(rng, h, w))
         style_refs[str(path)] = _reference(_decoded(path))
-    (styles / "x/ignored.gif").write_bytes(b"GIF89a")
+    (styles / "x/ignored.psd").write_bytes(b"8BPS")
     return {"content": str(content), "styles": str(styles), "refs": refs,
             "style_refs": style_refs, "corrupt": 3}
 
@@ -166,7 +166,7 @@ def test_folder_batches_are_crops_of_reference_resizes(folders, tmp_path):
     styles = [_source_of(s, folders["style_refs"])[0] for b in batches for s in b["style"]]
     assert len(set(styles)) > 1
     # 4 batches consume more than one epoch, so each corrupt file was met (and counted
-    # once) exactly; the .txt, README and .gif were never opened.
+    # once) exactly; the .txt, README and .psd were never opened.
     assert data.skipped_files() - before == folders["corrupt"]
 
 
@@ -184,6 +184,28 @@ def test_corrupt_style_files_are_skipped_and_counted(solid, tmp_path):
     # Every content image still appears once per epoch despite the bad styles.
     assert sorted(_colour(c) for c in batches[0]["content"]) == sorted(solid["colours"])
     assert data.skipped_files() - before == 2
+
+
+def test_find_images_follows_the_shared_folder_rule(tmp_path, caplog):
+    """train.py reads folders as stylize.py does (images.list_image_files): subfolders,
+    GIF (its first frame) and TIFF included, hidden names ignored, other files logged."""
+    root = tmp_path / "styles"
+    (root / "sub").mkdir(parents=True)
+    (root / ".git").mkdir()
+    frame = np.array([[[0, 64, 128], [255, 0, 0]]], np.uint8)  # GIF's palette keeps these
+    Image.fromarray(frame).save(root / "sub/b.GIF", save_all=True,
+                                append_images=[Image.fromarray(255 - frame)])
+    Image.fromarray(frame).save(root / "c.tif")
+    _save(root / "a.png", frame)
+    _save(root / ".hidden.png", frame)
+    _save(root / ".git/x.png", frame)
+    (root / "notes.txt").write_text("x")
+    found = data.find_images(str(root), "style")
+    assert found == [str(root / "a.png"), str(root / "c.tif"), str(root / "sub/b.GIF")]
+    assert found == [str(p) for p in images.list_image_files(root).found]
+    assert "skipped 1 file" in caplog.text and "notes.txt" in caplog.text
+    assert "hidden" not in caplog.text and ".git" not in caplog.text
+    np.testing.assert_array_equal(np.asarray(data.read_image(found[2])), frame)
 
 
 # ---------------------------------------------------------------- resize semantics
@@ -483,3 +505,41 @@ def test_all_unreadable_raises_data_error(solid, tmp_path, monkeypatch):
     it = data.make_iterator(_cfg(content_dir=str(tmp_path / "c"), styles=solid["styles"]))
     with pytest.raises(data.DataError, match="over 20 consecutive content images"):
         next(it)
+
+
+# ---------------------------------------------------------------- seeds per process, style retries
+
+def test_processes_draw_their_own_styles_and_together_cover_one_epoch(solid, tmp_path):
+    """Two processes with the same seed: disjoint contents that make up one process's
+    epoch, and different style draws (the process index is part of the seed; 8 styles,
+    so equal sequences by chance have probability 8^-4)."""
+    styles = tmp_path / "styles"
+    for i in range(8):
+        _save(styles / f"s{i}.png", np.full((24, 24, 3), (30 * i, 90, 255 - 30 * i), np.uint8))
+    cfg = _cfg(content_dir=solid["content"], styles=str(styles), batch_size=4)
+    whole = next(data.make_iterator(dataclasses.replace(cfg, batch_size=8)))
+    one_epoch = sorted(_colour(c) for c in whole["content"])
+    assert one_epoch == sorted(solid["colours"])
+    contents, style_draws = [], []
+    for index in range(2):
+        batch = next(data.make_iterator(dataclasses.replace(cfg, process_index=index,
+                                                            process_count=2)))
+        contents.append([_colour(c) for c in batch["content"]])
+        style_draws.append([_colour(s) for s in batch["style"]])
+    assert sorted(contents[0] + contents[1]) == one_epoch
+    assert style_draws[0] != style_draws[1], style_draws
+
+
+def test_one_readable_style_among_many_unreadable_still_trains(solid, tmp_path):
+    """63 empty style files and one image: STYLE_TRIES random draws alone would miss the
+    image for most contents ((63/64)^32 = 0.6), so the scan after them must find it."""
+    assert (63 / 64) ** data.STYLE_TRIES > 0.5  # else this test no longer needs the scan
+    styles = tmp_path / "styles"
+    _save(styles / "s40_good.png", np.full((30, 30, 3), 77, np.uint8))
+    for i in range(63):
+        (styles / f"s{i:02d}.png").write_bytes(b"")
+    it = data.make_iterator(_cfg(content_dir=solid["content"], styles=str(styles),
+                                 batch_size=8))
+    batch = next(it)
+    assert (batch["style"] == 77).all()
+    assert sorted(_colour(c) for c in batch["content"]) == sorted(solid["colours"])

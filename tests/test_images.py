@@ -384,3 +384,42 @@ def test_save_is_atomic(tmp_path, rng, monkeypatch):
 def test_is_image_path():
     assert images.is_image_path("a/b.JPG") and images.is_image_path("x.tiff")
     assert not images.is_image_path("notes.txt") and not images.is_image_path("png")
+
+
+def test_gif_gives_its_first_frame_and_transparency(tmp_path, rng):
+    img, palette, index = _palette_image(rng)
+    second = Image.fromarray(np.roll(index, 1, axis=1), "P")
+    second.putpalette(palette.ravel().tolist())
+    path = tmp_path / "anim.gif"
+    img.save(path, save_all=True, append_images=[second], transparency=2)
+    loaded = load_image(path)
+    np.testing.assert_allclose(loaded.rgb, palette[index] / 255.0, atol=TOL, rtol=0)
+    np.testing.assert_array_equal(loaded.alpha, np.where(index == 2, 0.0, 1.0))
+    assert images.is_image_path(path)
+
+
+def _touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_list_image_files_one_rule_for_folders(tmp_path):
+    """Subfolders searched (sorted as path strings), extensions any case, hidden names
+    ignored, every other file returned as skipped, `exclude` not entered, a symlink
+    loop visited once."""
+    root = tmp_path / "in"
+    want = [_touch(root / n) for n in ("a.png", "b.GIF", "m-n/c.jpg", "m/z/d.TIFF")]
+    skipped = [_touch(root / n) for n in ("m/notes.txt", "README")]
+    for name in (".hidden.png", ".cache/e.png", "out/old.png"):
+        _touch(root / name)
+    (root / "m" / "z" / "loop").symlink_to(root, target_is_directory=True)
+    found = images.list_image_files(root, exclude=[root / "out"])
+    assert found.found == sorted(want, key=str)
+    assert [str(p) for p in found.found] == sorted(str(p) for p in want)  # m-n/ before m/
+    assert found.skipped == sorted(skipped, key=str)
+    note = images.skipped_note(root, found.skipped)
+    assert note == (f"{root}: skipped 2 files, not {' '.join(images.IMAGE_EXTENSIONS)}: "
+                    "README, m/notes.txt")
+    # extensions are the caller's: videos too for stylize.py's content folders
+    assert images.list_image_files(root, (".txt",)).found == [root / "m" / "notes.txt"]
