@@ -20,9 +20,14 @@ output is ready.
 
 Methods: `adain-vgg[:WEIGHTS]` (default weights: the --vgg file), `adain-densenet:WEIGHTS`,
 `gatys[:meanstd|gram]` (default meanstd: Fig. 3 uses the AdaIN paper's style loss for Gatys
-et al. too). Outputs in --out: results.csv (one row per method x content x style) and one
-contact sheet per method, sheet_<method>.png; the table of means and standard deviations
-is printed.
+et al. too). Each method has a label: adain-vgg, adain-vgg_<file name without .safetensors>,
+adain-densenet_<...>, gatys-meanstd, gatys-gram. To choose it, write the weights as
+NAME=FILE (NAME: letters, digits, '.', '_', '-'); two runs whose files share a name:
+`adain-vgg:coco=runs/coco/adain.safetensors adain-vgg:wiki=runs/wiki/adain.safetensors`.
+Labels must differ. Outputs in --out (checked before anything is loaded): results.csv (one
+row per label x content x style) and one contact sheet per method, sheet_<label>.png; the
+table of means and standard deviations is printed. Exit status 0, or 1 on a usage or file
+error.
 
 Contact sheet layout: a grid of (1 + contents) rows x (1 + styles) columns of square cells
 of --thumb px, separated and surrounded by SHEET_GAP px of white: the top row holds the
@@ -35,6 +40,7 @@ import argparse
 import csv
 import dataclasses
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -44,7 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adain_jax import architectures, gatys, images, losses, transfer, weights
+from adain_jax import architectures, gatys, images, losses, outputs, transfer, weights
+from adain_jax.cli import Parser, run_main, setup_logging
 from adain_jax.models import CONTENT_LAYER, STYLE_LAYERS
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,7 @@ SHEET_GAP = 4
 MIN_SIZE = 32  # DenseNet's stride-16 map needs 2 x 2 positions for a std
 CSV_COLUMNS = ("method", "content", "style", "content_loss", "style_loss", "seconds")
 ADAIN_ARCHS = {"adain-vgg": "vgg19", "adain-densenet": "densenet121"}
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe in a file name (sheet_LABEL.png)
 
 
 class UsageError(ValueError):
@@ -88,6 +96,7 @@ def _adain(params, content, style):
 
 
 def adain_method(label: str, params) -> Method:
+    params = jax.device_put(params)  # once: the timed runs start with the inputs on the device
     run = lambda content, style: _adain(params, content, style)
     return Method(label, run, run)
 
@@ -101,38 +110,61 @@ def gatys_method(label: str, vgg_params, *, style_loss: str, steps: int,
     return Method(label, run, lambda content, style: run(content, style, steps=1))
 
 
+def split_label(arg: str) -> tuple[str | None, str]:
+    """(label, file) from a method's WEIGHTS, `NAME=FILE` or `FILE` (label None).
+
+    An existing file whose name holds "=" stays a file; so does a path with "/" before it.
+    """
+    name, eq, rest = arg.partition("=")
+    if not eq or Path(arg).is_file() or "/" in name:
+        return None, arg
+    if not LABEL.fullmatch(name):
+        raise UsageError(f"{arg}: a label holds letters, digits, '.', '_' and '-' and "
+                         "starts with a letter or digit")
+    if not rest:
+        raise UsageError(f"{arg}: give the weights file after {name}=")
+    return name, rest
+
+
 def parse_methods(specs, vgg_path: Path, vgg_params, *, gatys_steps: int,
                   gatys_optimizer: str) -> list[Method]:
-    """Methods from `adain-vgg[:W]`, `adain-densenet:W`, `gatys[:meanstd|gram]` specs."""
-    methods = []
+    """Methods from `adain-vgg[:[NAME=]W]`, `adain-densenet:[NAME=]W`, `gatys[:meanstd|gram]`
+    specs; NAME labels the method instead of the kind and the file name."""
+    parsed = []  # (label, kind, weights path or Gatys loss): every label known before loading
     for spec in specs:
         kind, _, arg = spec.partition(":")
         if kind in ADAIN_ARCHS:
             if not arg and kind == "adain-densenet":
                 raise UsageError(f"--methods {spec}: give the trained weights, "
-                                 "adain-densenet:FILE")
-            path = Path(arg) if arg else vgg_path
-            params = weights.load_params(path)
-            found = architectures.detect(params).name
-            if found != ADAIN_ARCHS[kind]:
-                raise UsageError(f"{path}: holds a {found} encoder, {kind} needs "
-                                 f"{ADAIN_ARCHS[kind]}")
-            label = f"{kind}_{path.stem}" if arg else kind
-            methods.append(adain_method(label, params))
+                                 "adain-densenet:FILE or adain-densenet:NAME=FILE")
+            label, file = split_label(arg)
+            path = Path(file) if file else vgg_path
+            parsed.append((label or (f"{kind}_{path.stem}" if file else kind), kind, path))
         elif kind == "gatys":
             loss = arg or "meanstd"
             if loss not in gatys.STYLE_LOSSES:
                 raise UsageError(f"--methods {spec}: the Gatys style loss is one of "
                                  f"{', '.join(gatys.STYLE_LOSSES)}")
-            methods.append(gatys_method(f"gatys-{loss}", vgg_params, style_loss=loss,
-                                        steps=gatys_steps, optimizer=gatys_optimizer))
+            parsed.append((f"gatys-{loss}", kind, loss))
         else:
             raise UsageError(f"--methods {spec}: unknown method; use adain-vgg[:FILE], "
                              "adain-densenet:FILE or gatys[:meanstd|gram]")
-    labels = [m.label for m in methods]
+    labels = [label for label, _, _ in parsed]
     for label in labels:
         if labels.count(label) > 1:
-            raise UsageError(f"--methods: {label} is given twice")
+            raise UsageError(f"--methods: two methods are labelled {label}; name them apart "
+                             "with KIND:NAME=FILE, e.g. adain-vgg:run1=runs/1/adain.safetensors")
+    methods = []
+    for label, kind, arg in parsed:
+        if kind == "gatys":
+            methods.append(gatys_method(label, vgg_params, style_loss=arg, steps=gatys_steps,
+                                        optimizer=gatys_optimizer))
+            continue
+        params = weights.load_params(arg)
+        found = architectures.detect(params).name
+        if found != ADAIN_ARCHS[kind]:
+            raise UsageError(f"{arg}: holds a {found} encoder, {kind} needs {ADAIN_ARCHS[kind]}")
+        methods.append(adain_method(label, params))
     return methods
 
 
@@ -292,20 +324,15 @@ def _positive(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     from adain_jax.download import default_weights_path
 
-    parser = _Parser(prog=PROG, description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=PROG, description=__doc__)
     parser.add_argument("--content", required=True, metavar="DIR", help="content images folder")
     parser.add_argument("--style", required=True, metavar="DIR", help="style images folder")
     parser.add_argument("--methods", nargs="+", default=["adain-vgg"], metavar="METHOD",
-                        help="adain-vgg[:FILE], adain-densenet:FILE, gatys[:meanstd|gram] "
+                        help="adain-vgg[:FILE], adain-densenet:FILE, gatys[:meanstd|gram]; "
+                             "FILE may be NAME=FILE to label the method NAME "
                              "(default: adain-vgg)")
     parser.add_argument("--vgg", metavar="FILE",
                         help="weights with the VGG-19 encoder that measures the losses and "
@@ -325,7 +352,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--thumb", type=_positive, default=THUMB, metavar="PX",
                         help="contact sheet cell side (default: %(default)s)")
     parser.add_argument("--out", default="evaluation", metavar="DIR",
-                        help="folder for results.csv and sheet_<method>.png "
+                        help="folder for results.csv and sheet_<label>.png "
                              "(default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -336,11 +363,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
+    setup_logging(args.quiet)
     from adain_jax.download import default_weights_path
 
     try:
+        out = Path(args.out)
+        problem = outputs.folder_problem(out)  # before the slow part, not after it
+        if problem:
+            raise UsageError(f"{out}: {problem} (--out)")
         vgg_path = Path(args.vgg) if args.vgg else default_weights_path()
         if not vgg_path.is_file():
             raise UsageError(f"{vgg_path}: no weights file; create it with `python "
@@ -348,15 +378,12 @@ def main(argv=None) -> int:
         vgg_params = weights.load_params(vgg_path, require_decoder=False)
         if architectures.detect(vgg_params).name != "vgg19":
             raise UsageError(f"{vgg_path}: --vgg needs a VGG-19 encoder")
+        vgg_params = jax.device_put(vgg_params)  # not copied again for every image
         methods = parse_methods(args.methods, vgg_path, vgg_params,
                                 gatys_steps=args.gatys_steps,
                                 gatys_optimizer=args.gatys_optimizer)
         contents = load_folder(args.content, args.num_contents, args.size, "content")
         styles = load_folder(args.style, args.num_styles, args.size, "style")
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"{out}: exists and is not a folder (--out)")
-        out.mkdir(parents=True, exist_ok=True)
     except (UsageError, weights.WeightsError, images.ImageError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
@@ -364,11 +391,28 @@ def main(argv=None) -> int:
     rows, sheets = evaluate(methods, contents, styles, vgg_params["encoder"],
                             thumb=args.thumb, progress=not args.quiet)
     print(format_table(summarize(rows)))
-    log.info("wrote %s", write_csv(rows, out / "results.csv"))
-    for label, sheet in sheets.items():
-        log.info("wrote %s", images.save_image(out / f"sheet_{label}.png", sheet / 255.0))
+    csv_path = out / "results.csv"
+    try:  # the folder was writable at the start; a full disk, or a folder in the way
+        out.mkdir(parents=True, exist_ok=True)
+        log.info("wrote %s", write_csv(rows, csv_path))
+        for label, sheet in sheets.items():
+            log.info("wrote %s", images.save_image(out / f"sheet_{label}.png", sheet / 255.0))
+    except OSError as err:
+        print(f"{PROG}: error: {csv_path}: cannot write ({outputs.reason(err)})",
+              file=sys.stderr)
+        return 1
+    except images.ImageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
+def run() -> None:
+    """The `adain-evaluate` console script."""
+    global PROG
+    PROG = "adain-evaluate"
+    sys.exit(run_main(main, PROG))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, PROG))

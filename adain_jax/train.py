@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adain_jax import (architectures, checkpoint, data, losses, models, parallel,
+from adain_jax import (architectures, checkpoint, data, losses, models, outputs, parallel,
                        transfer, weights)
+from adain_jax.configs import TrainConfig  # noqa: F401  (defined there, without JAX)
 from adain_jax.download import default_weights_path
 from adain_jax.logging_utils import EventWriter, Progress, image_grid
 
@@ -35,34 +36,16 @@ EXPORT_NAME = "adain.safetensors"
 
 # ---- Config ----------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every training default, in one place (the port's train.py values where it has one)."""
-
-    encoder_weights: str | None = None  # None: the cached adain.safetensors (download.py)
-    encoder: str | None = None  # "vgg19" or "densenet121": checked against the weights
-    steps: int = 160_000  # the port's --max_iter
-    batch_size: int = 8  # GLOBAL batch, split over all devices of all processes
-    lr: float = 1e-4
-    lr_decay: float = 5e-5
-    content_weight: float = losses.CONTENT_WEIGHT
-    style_weight: float = losses.STYLE_WEIGHT
-    save_every: int = 1000  # Orbax checkpoint (state + data position)
-    export_every: int = 10_000  # workdir/adain.safetensors; the port's --save_model_interval
-    sample_every: int = 1000  # content | style | output grid in TensorBoard
-    log_every: int = 10  # TensorBoard scalars
-    max_to_keep: int = 3
-    # Content/style input; its batch_size is overridden by the per-process share of
-    # `batch_size`, its seed also seeds the decoder init.
-    data: data.DataConfig = dataclasses.field(default_factory=data.DataConfig)
-
-
 class ConfigError(ValueError):
     """Settings that cannot work together; the message says which and why."""
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+class OutputError(RuntimeError):
+    """The workdir, or a file in it, cannot be written; the message names it and why."""
 
 
 def _check(config: TrainConfig) -> None:
@@ -223,8 +206,22 @@ def _decoder_stride(arch) -> int:
     return stride
 
 
-def _config_record(config: TrainConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+def _config_record(config: TrainConfig, data_config: data.DataConfig) -> dict:
+    """The settings saved with each checkpoint, as JSON: `config` with the data settings
+    this run uses (data.batch_size is the process's share of batch_size, not the unused
+    default); without the process index, which differs between the processes of one run."""
+    record = dataclasses.asdict(dataclasses.replace(config, data=data_config))
+    del record["data"]["process_index"]
+    return json.loads(json.dumps(record))
+
+
+def _check_workdir(workdir: Path, main: bool) -> None:
+    """Create the workdir and its folders, and write into them, before any real work."""
+    folders = [workdir, workdir / "checkpoints"] + ([workdir / "tensorboard"] if main else [])
+    for folder in folders:
+        problem = outputs.folder_problem(folder)
+        if problem:
+            raise OutputError(f"{folder}: {problem}; pass another --workdir")
 
 
 def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
@@ -237,6 +234,7 @@ def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
     _check(config)
     workdir = Path(workdir)
     main = jax.process_index() == 0
+    _check_workdir(workdir, main)
     mesh = parallel.make_mesh()
     local_batch = parallel.local_batch_size(config.batch_size)
     data_config = dataclasses.replace(
@@ -262,11 +260,11 @@ def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
     init = jax.jit(functools.partial(init_state, optimizer=optimizer,
                                      init_decoder=arch.init_decoder))
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
-    record = _config_record(config)
+    record = _config_record(config, data_config)
     start = ckpt.latest_step()
     if start is not None and start >= config.steps:
-        log.info("%s: already at step %d of %d; nothing to do", ckpt.directory, start,
-                 config.steps)
+        log.info("%s: already at step %d of %d; nothing to do but the export", ckpt.directory,
+                 start, config.steps)
     if start is None:
         state = parallel.replicate(init(key), mesh)
         start = 0
@@ -276,12 +274,41 @@ def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
         state = ckpt.restore(start, abstract, iterator, record)
         assert int(parallel.local_copy(state["step"])) == start
         log.info("resumed from step %d", start)
+    last_saved = start if start else None
+
+    def export(done: int) -> None:
+        """Write workdir/adain.safetensors from the current state (process 0)."""
+        if main:
+            from safetensors import SafetensorError
+
+            params = {"encoder": encoder_host, "decoder": parallel.local_copy(state["params"])}
+            path = workdir / EXPORT_NAME
+            try:
+                weights.save_params(params, path, metadata={"step": done,
+                                                            "trained_by": "adain_jax.train"})
+            except (OSError, SafetensorError) as err:
+                kept = (f"; rerun the same command to continue from the checkpoint of step "
+                        f"{last_saved}" if last_saved is not None else "")
+                raise OutputError(f"{path}: cannot write the trained model "
+                                  f"({outputs.reason(err)}){kept}") from None
+            log.info("step %d: wrote %s", done, path)
+
+    if start >= config.steps:  # a finished run: its export may be missing or stale
+        try:
+            export(start)
+        finally:
+            ckpt.close()
+        return {}
 
     step_fn = make_train_step(config, mesh)
-    writer = EventWriter(workdir / "tensorboard", enabled=main,
-                         purge_step=start + 1 if start else None)
+    try:
+        writer = EventWriter(workdir / "tensorboard", enabled=main,
+                             purge_step=start + 1 if start else None)
+    except OSError as err:
+        ckpt.close()
+        raise OutputError(f"{workdir / 'tensorboard'}: cannot write TensorBoard events "
+                          f"({outputs.reason(err)})") from None
     bar = Progress(config.steps, start, config.batch_size, enabled=main and progress)
-    last_saved = start if start else None
     last = {}
 
     def check_and_log(step: int, metrics) -> dict:
@@ -299,13 +326,6 @@ def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
             writer.scalars(step + 1, {**values, "images_per_second": bar.images_per_second})
         return values
 
-    def export(done: int) -> None:
-        if main:
-            params = {"encoder": encoder_host, "decoder": parallel.local_copy(state["params"])}
-            path = weights.save_params(params, workdir / EXPORT_NAME,
-                                       metadata={"step": done, "trained_by": "adain_jax.train"})
-            log.info("step %d: wrote %s", done, path)
-
     pending = None  # (step, metrics) not yet read back: keeps one step in flight
     stop = _StopFlag()
     try:
@@ -322,7 +342,8 @@ def train(config: TrainConfig, workdir, *, progress: bool = True) -> dict:
                 done = step + 1
                 stopping = stop.requested()
                 save = done % config.save_every == 0 or done == config.steps or stopping
-                exporting = done % config.export_every == 0 or done == config.steps
+                # every stop exports, so the file matches the checkpoint it resumes from
+                exporting = done % config.export_every == 0 or done == config.steps or stopping
                 sample = done % config.sample_every == 0
                 if not (save or exporting or sample):
                     continue

@@ -112,6 +112,17 @@ def assert_identical(a, b):
             np.testing.assert_array_equal(a[name][kind], b[name][kind], err_msg=f"{name}/{kind}")
 
 
+def assert_exports_checkpoint(workdir, step):
+    """adain.safetensors holds the decoder of the checkpoint of `step`, read with Orbax."""
+    import orbax.checkpoint as ocp
+
+    path = Path(workdir) / "adain.safetensors"
+    assert path.is_file(), f"no {path.name} after stopping at step {step}"
+    assert weights.read_metadata(path)["step"] == str(step)
+    saved = ocp.StandardCheckpointer().restore(Path(workdir) / "checkpoints" / str(step) / "state")
+    assert_identical(saved["params"], decoder(workdir))
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(setup):
     workdir = setup["tmp"] / "uninterrupted"
@@ -141,6 +152,7 @@ def test_sigkill_then_sigterm_then_rerun_ends_identical(setup, uninterrupted):
     assert resumed >= killed_at  # an async save may have completed as it died
     stopped = int(re.search(r"stopped by SIGTERM at step (\d+); checkpoint saved", err).group(1))
     assert resumed < stopped == saved_steps(workdir)[-1] < STEPS
+    assert_exports_checkpoint(workdir, stopped)
 
     err = run(setup, workdir)
     assert f"resumed from step {stopped}" in err
@@ -185,6 +197,7 @@ def test_workers_sigkill_then_ctrl_c_then_rerun_ends_identical(setup, uninterrup
     assert f"resumed from step {killed_at}" in err
     stopped = int(re.search(r"stopped by SIGINT at step (\d+); checkpoint saved", err).group(1))
     assert killed_at < stopped == saved_steps(workdir)[-1] < STEPS
+    assert_exports_checkpoint(workdir, stopped)
     assert_exit(workers)
 
     err = run(setup, workdir, "--workers", "2")

@@ -11,6 +11,7 @@ the reference output (within one 8-bit level).
 import contextlib
 import csv
 import io
+import os
 
 import jax
 import numpy as np
@@ -181,3 +182,92 @@ def test_user_errors_are_one_line(run, tmp_path, capsys):
         evaluate.main(["--content", "x", "--style", "y", "--size", "8"])
     assert exit_info.value.code == 1
     assert "--size must be at least" in capsys.readouterr().err
+
+
+def with_args(argv, **changes):
+    """A copy of `argv` with each --flag's values replaced (flag=value or flag=[values])."""
+    argv = list(argv)
+    for flag, values in changes.items():
+        flag = "--" + flag.replace("_", "-")
+        start = argv.index(flag) + 1
+        end = next((i for i in range(start, len(argv)) if argv[i].startswith("-")), len(argv))
+        argv[start:end] = values if isinstance(values, list) else [values]
+    return argv
+
+
+def test_labels_tell_apart_two_runs_with_the_same_file_name(run, result, tmp_path, capsys):
+    """Two runs' weights, both saved as adain.safetensors, labelled a and b (NAME=FILE):
+    the labels name the CSV rows, the table and the contact sheets. Run a holds the
+    adain-vgg weights, so its rows and sheet equal adain-vgg's from the same inputs
+    (whose losses test_losses_equal_the_reference_for_one_row checks); b's decoder is
+    halved, so its losses differ: a label bound to the wrong file shows."""
+    params = weights.load_params(run["tmp"] / "vgg.safetensors")
+    files = {}
+    for name, scale in (("a", 1.0), ("b", 0.5)):
+        decoder = jax.tree.map(lambda x: x * scale, params["decoder"])
+        files[name] = weights.save_params({"encoder": params["encoder"], "decoder": decoder},
+                                          tmp_path / name / "adain.safetensors")
+    out = tmp_path / "out"
+    argv = with_args(run["argv"], methods=[f"adain-vgg:{k}={v}" for k, v in files.items()],
+                     out=str(out), num_contents="1", num_styles="1")  # one pair is enough
+    capsys.readouterr()
+    assert evaluate.main(argv) == 0, capsys.readouterr().err
+    table = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in table[1:]] == ["a", "b"]
+    with open(out / "results.csv", newline="") as f:
+        _, *body = list(csv.reader(f))
+    pair = [run["contents"][0], run["styles"][0]]
+    assert [r[:3] for r in body] == [["a", *pair], ["b", *pair]]
+    vgg_row = next(r for r in result[1] if r[:3] == ["adain-vgg", *pair])
+    for r in body:
+        for column in (3, 4):  # same weights, inputs and compiled function: equal
+            same = float(r[column]) == pytest.approx(float(vgg_row[column]), rel=1e-6)
+            assert same == (r[0] == "a"), (r, vgg_row)
+    assert sorted(p.name for p in out.glob("sheet_*")) == ["sheet_a.png", "sheet_b.png"]
+    cell = (slice(evaluate.SHEET_GAP + SIZE + evaluate.SHEET_GAP, None),) * 2  # row 1, col 1
+    output = np.asarray(Image.open(out / "sheet_a.png"))[cell][:SIZE, :SIZE]
+    vgg_sheet = np.asarray(Image.open(run["out"] / "sheet_adain-vgg.png"))
+    np.testing.assert_array_equal(output, vgg_sheet[cell][:SIZE, :SIZE])
+
+    # one line for labels that clash: two unlabelled adain.safetensors, or a label twice
+    for methods, label in (([f"adain-vgg:{v}" for v in files.values()], "adain-vgg_adain"),
+                           ([f"adain-vgg:x={v}" for v in files.values()], "x")):
+        assert evaluate.main(with_args(argv, methods=methods)) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"two methods are labelled {label};" in err, err
+
+
+def test_unwritable_out_is_one_line_before_and_after_the_work(run, tmp_path, capsys):
+    """--out below a file fails before the weights are read (the --vgg file is missing
+    too, and that is not what is reported); results.csv made a folder fails at the end,
+    after the table is printed."""
+    (tmp_path / "notes.txt").write_text("not a folder")
+    argv = with_args(run["argv"], out=str(tmp_path / "notes.txt" / "eval"),
+                     vgg=str(tmp_path / "missing.safetensors"))
+    assert evaluate.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"{evaluate.PROG}: error: {tmp_path / 'notes.txt' / 'eval'}: "
+                   f"{tmp_path / 'notes.txt'} is a file, not a folder (--out)")
+
+    (tmp_path / "out" / "results.csv").mkdir(parents=True)
+    argv = with_args(run["argv"], out=str(tmp_path / "out"), methods="adain-vgg",
+                     num_contents="1", num_styles="1")
+    assert evaluate.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1].split()[0] == "adain-vgg"  # the table came first
+    assert captured.err.strip() == (f"{evaluate.PROG}: error: {tmp_path / 'out' / 'results.csv'}"
+                                    ": cannot write (Is a directory)")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_is_one_line(run, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for out in (folder, folder / "eval"):
+            assert evaluate.main(with_args(run["argv"], out=str(out))) == 1
+            err = capsys.readouterr().err.strip()
+            assert err.count("\n") == 0 and f"{out}: " in err and "Permission denied" in err
+    finally:
+        folder.chmod(0o755)

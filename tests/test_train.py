@@ -27,6 +27,7 @@ and 4.3e-5: the new float32 weights, ~0.05, are rounded to ~4e-9, against update
 ~1e-4); plus the end-to-end update against the reference step, <= 3e-2 (measured 5e-3;
 torch's own float32 step is further off).
 """
+import os
 import struct
 from collections import defaultdict
 from pathlib import Path
@@ -190,27 +191,51 @@ def make_images(folder: Path, count: int, size=(28, 20), seed=0, corrupt=0) -> P
     return folder
 
 
-def read_events(logdir):
-    """({tag: {step: value}} scalars, {tag: [steps]} images) from TensorBoard event files.
+def events(logdir):
+    """Every Event of the TensorBoard files in `logdir`, in order.
 
     Reads the TFRecord framing (u64 length, u32 crc, payload, u32 crc) and parses each
     payload with tensorboardX's Event proto, so no TensorFlow/TensorBoard is needed.
     """
     from tensorboardX.proto import event_pb2
 
-    scalars, images = defaultdict(dict), defaultdict(list)
     for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
         raw, pos = path.read_bytes(), 0
         while pos < len(raw):
             (length,) = struct.unpack("<Q", raw[pos:pos + 8])
-            event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
+            yield event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
             pos += 12 + length + 4
-            for value in event.summary.value:
-                if value.HasField("image"):
-                    images[value.tag].append(event.step)
-                else:
-                    scalars[value.tag][event.step] = value.simple_value
+
+
+def read_events(logdir):
+    """({tag: {step: value}} scalars, {tag: [steps]} images) from TensorBoard event files."""
+    scalars, images = defaultdict(dict), defaultdict(list)
+    for event in events(logdir):
+        for value in event.summary.value:
+            if value.HasField("image"):
+                images[value.tag].append(event.step)
+            else:
+                scalars[value.tag][event.step] = value.simple_value
     return scalars, images
+
+
+def logged_images(logdir, tag) -> list[np.ndarray]:
+    """The images logged under `tag`, decoded (PNG in the event), in step order."""
+    import io
+
+    from PIL import Image
+
+    return [np.asarray(Image.open(io.BytesIO(value.image.encoded_image_string)))
+            for event in events(logdir) for value in event.summary.value
+            if value.tag == tag and value.HasField("image")]
+
+
+def is_crop_of(cell, sources) -> bool:
+    """Whether `cell` equals a window of one of the `sources` images exactly."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return any((sliding_window_view(src, cell.shape)[..., 0, :, :, :] == cell)
+               .all(axis=(-3, -2, -1)).any() for src in sources)
 
 
 # ---- the CLI end to end -------------------------------------------------------------------
@@ -267,6 +292,35 @@ def test_cli_trains_on_mock_coco_and_stylize_reads_the_export(tmp_path, capsys):
         assert scalars["loss"][step] == pytest.approx(
             scalars["loss_c"][step] + 10 * scalars["loss_s"][step], rel=1e-5)
     assert images["content_style_output"] == [2, 4]
+    # Its columns are content | style | output: each row's middle cell is a crop of a
+    # style image as the data pipeline resizes it (20x28 -> 24x33, PIL bilinear), the
+    # left one is a content crop, not a style's.
+    resized = [np.asarray(Image.open(p).convert("RGB").resize((33, 24), Image.BILINEAR))
+               for p in sorted(styles.glob("img*.png"))]
+    grid = logged_images(workdir / "tensorboard", "content_style_output")[-1]
+    assert grid.shape == (2 * 16, 3 * 16, 3)
+    for row in range(2):
+        cells = grid[16 * row:16 * (row + 1)].reshape(16, 3, 16, 3).transpose(1, 0, 2, 3)
+        assert is_crop_of(cells[1], resized) and not is_crop_of(cells[0], resized), row
+
+    # The settings saved with the checkpoint hold the batch size used: --batch-size 2 on
+    # one process, so 2 per step and 2 from this process's data iterator.
+    record = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+        workdir / "checkpoints" / "4" / "config")
+    assert (record["batch_size"], record["data"]["batch_size"]) == (2, 2 // jax.process_count())
+
+    # Rerun when finished, with one data setting changed and the export deleted: nothing
+    # to train; only the changed setting is named; the export is written again from the
+    # final checkpoint.
+    (workdir / "adain.safetensors").unlink()
+    capsys.readouterr()
+    with tfds.testing.mock_data(num_examples=6):
+        assert cli_module("train").main(argv + ["--resize", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "already at step 4 of 4" in err
+    assert [line for line in err.splitlines() if "resuming with" in line] == [
+        "resuming with data.resize=32 (the checkpoint was written with 24)"], err
+    assert_decoder_is(workdir / "adain.safetensors", final["params"])
 
     content = make_images(tmp_path / "content", 1, size=(24, 16), seed=4) / "img00.png"
     output = tmp_path / "stylized.png"
@@ -277,6 +331,29 @@ def test_cli_trains_on_mock_coco_and_stylize_reads_the_export(tmp_path, capsys):
         "--style-size", "0", "-q"])
     assert code == 0, capsys.readouterr().err
     assert Image.open(output).size == (24, 16)
+
+    # An export that cannot be written (a folder in its place) stops with one line.
+    (workdir / "adain.safetensors").unlink()
+    (workdir / "adain.safetensors").mkdir()
+    with tfds.testing.mock_data(num_examples=6):
+        assert cli_module("train").main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"train.py: error: {workdir / 'adain.safetensors'}: cannot write the "
+                       "trained model (Is a directory); rerun the same command to continue from "
+                       "the checkpoint of step 4"), err
+    assert "Traceback" not in "\n".join(err)
+
+
+def assert_decoder_is(export, params):
+    """The decoder in the exported file equals `params` (a checkpoint's), bit for bit."""
+    from adain_jax import weights
+
+    exported = weights.load_params(export)["decoder"]
+    assert sorted(exported) == sorted(params)
+    for name in exported:
+        for kind in ("kernel", "bias"):
+            np.testing.assert_array_equal(exported[name][kind], params[name][kind],
+                                          err_msg=f"{name}/{kind}")
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
@@ -296,14 +373,42 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
         (["--encoder-weights", str(encoder), "--crop-size", "12", "--resize", "20"],
          "--crop-size 12 must be a multiple of 8 for vgg19"),
     ]
+    # A workdir that cannot be a folder is refused before the weights are read (the
+    # missing weights file is not what the last case reports).
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a folder")
+    cases += [
+        (["--encoder-weights", str(encoder), "--workdir", str(notes)],
+         f"{notes}: is a file, not a folder; pass another --workdir"),
+        (["--encoder-weights", str(tmp_path / "missing.safetensors"), "--workdir",
+          str(notes / "run")], f"{notes / 'run'}: {notes} is a file, not a folder"),
+    ]
     for extra, expected in cases:
         assert train_cli.main(base + extra) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("train.py: error: ") and expected in err[-1], err
+        assert "Traceback" not in "\n".join(err)
     with pytest.raises(SystemExit) as exit_info:
         train_cli.main(base + ["--batch-size", "two"])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_cli_read_only_workdir_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for workdir in (folder, folder / "run"):
+            code = cli_module("train").main(["--workdir", str(workdir), "--content-dir",
+                                             str(tmp_path), "--styles", str(tmp_path)])
+            assert code == 1
+            err = capsys.readouterr().err.strip()
+            assert err.count("\n") == 0 and f"{workdir}: " in err, err
+            assert "Permission denied" in err, err
+    finally:
+        folder.chmod(0o755)
 
 
 def test_cli_help_explains_every_flag(capsys):
@@ -317,3 +422,26 @@ def test_cli_help_explains_every_flag(capsys):
                  "--seed", "--workers", "--save-every", "--export-every", "--sample-every",
                  "--distributed", "--coordinator-address", "--num-processes", "--process-id"):
         assert flag in text, flag
+
+
+def test_sample_grid_rows_are_content_style_output():
+    """The TensorBoard sample: one row per example (at most 4), columns content | style |
+    output, values x 255 rounded and clipped. Constant colours make each block one value."""
+    from adain_jax.logging_utils import image_grid
+
+    h, w, n = 3, 5, 6
+    colour = lambda k: np.array([k, 100 + k, 200 - k]) / 255.0  # exact at 8 bits
+    block = lambda k: np.broadcast_to(colour(k), (h, w, 3)).astype(np.float32)
+    content = np.stack([block(i) for i in range(n)])
+    style = np.stack([block(20 + i) for i in range(n)])
+    output = np.stack([block(40 + i) for i in range(n)])
+    output[1] += 2.0  # above 1: clipped to 255
+    output[2] -= 2.0  # below 0: clipped to 0
+    grid = image_grid(content, style, output)
+    assert grid.shape == (4 * h, 3 * w, 3) and grid.dtype == np.uint8
+    for row in range(4):
+        cells = grid[row * h:(row + 1) * h].reshape(h, 3, w, 3)
+        wanted = [colour(row), colour(20 + row),
+                  {1: np.ones(3), 2: np.zeros(3)}.get(row, colour(40 + row))]
+        for col, value in enumerate(wanted):
+            assert (cells[:, col] == np.round(value * 255)).all(), (row, col)
