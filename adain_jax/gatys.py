@@ -28,11 +28,10 @@ import jax.numpy as jnp
 import optax
 
 from adain_jax import architectures, losses, ops
+from adain_jax.configs import (GATYS_OPTIMIZERS as OPTIMIZERS,  # noqa: F401
+                               GATYS_STEPS as STEPS, GATYS_STYLE_LOSSES as STYLE_LOSSES)
 from adain_jax.transfer import encode
 
-STEPS = 500  # Gatys et al. as timed in the AdaIN paper (Table 1)
-OPTIMIZERS = ("lbfgs", "adam")
-STYLE_LOSSES = ("gram", "meanstd")
 CONTENT_WEIGHT = 1.0
 # lambda of Eq. 11 for the mean/std loss. With the normalised VGG (channel means near 1)
 # E_l is of the same order as Eq. 13's terms, so the Gram loss starts from the same weight;

@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from adain_jax import architectures, ops
+from adain_jax.configs import CONTENT_WEIGHT, STYLE_WEIGHT  # noqa: F401  (the defaults)
 from adain_jax.models import STYLE_LAYERS
 from adain_jax.transfer import decode, encode
 
-CONTENT_WEIGHT = 1.0  # the port's --content_weight
-STYLE_WEIGHT = 10.0  # lambda in Eq. 11, the port's --style_weight
 
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -1,0 +1,79 @@
+"""The command lines: stylize, train, convert_weights (and `python -m adain_jax.evaluate`).
+
+Each is a module here with `main(argv) -> exit status` and `run()`, the console script
+(`adain-stylize`, `adain-train`, `adain-convert`, `adain-evaluate`); the scripts at the top
+of a checkout call the same `main`. What they share lives in this file: one-line usage
+errors, --version, Ctrl-C at any moment as one line and exit 130, and logging that shows
+our own lines without JAX's start-up chatter. Nothing here imports JAX, so --help and
+--version answer at once; each command imports the library after parsing its arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+from typing import Callable, Sequence
+
+from adain_jax import __version__
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser with --version whose usage errors are one line and exit status 1."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version",
+                          version=f"%(prog)s (adain-jax {__version__})")
+
+    def error(self, message):
+        self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def setup_logging(quiet: bool) -> None:
+    """Our INFO lines on stderr as bare messages; other libraries' at WARNING and above.
+
+    JAX logs backend probing at INFO (e.g. "Unable to initialize backend 'tpu'"), which a
+    root logger at INFO would print on every CPU-only start.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("adain_jax").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
+             argv: Sequence[str] | None = None) -> int:
+    """main(argv), with Ctrl-C at any moment as one line and exit status 130.
+
+    Until the command calls `work_starts`, Ctrl-C exits at once from the signal handler:
+    raised as KeyboardInterrupt it can land in JAX's garbage-collection callback while
+    modules import, where Python prints and then ignores it. From `work_starts` on the
+    command handles KeyboardInterrupt itself, to keep what it finished; one that escapes
+    ends here. Either way the process leaves without the interpreter's shutdown: a Ctrl-C
+    that lands while XLA compiles leaves the compilation running in a JAX thread, and
+    shutdown frees the runtime under it (a segfault, exit 139).
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored
+        signal.signal(signal.SIGINT, functools.partial(_exit_now, prog))
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        _exit_now(prog)
+
+
+def work_starts() -> None:
+    """From here on Ctrl-C raises KeyboardInterrupt again (see `run_main`)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if getattr(handler, "func", None) is _exit_now:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _exit_now(prog: str, *signal_args) -> None:
+    print(f"\n{prog}: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
