@@ -33,8 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from adain_jax import architectures, gatys, images, outputs, tiling, transfer, video
-from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_SIZE, DEFAULT_VIDEO_BATCH,  # noqa: F401
-                               DEFAULT_VIDEO_EXT, METHODS, Settings)
+from adain_jax.configs import DEFAULT_OUTPUT, DEFAULT_VIDEO_EXT, METHODS, Settings
 
 log = logging.getLogger(__name__)
 

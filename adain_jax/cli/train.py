@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from adain_jax.cli import Parser, run_main, setup_logging, work_starts
+from adain_jax.cli import Parser, run_main, work_starts
 from adain_jax.configs import RESIZE_MODES, DataConfig, TrainConfig
 
 PROG = "train.py"
