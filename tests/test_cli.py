@@ -93,3 +93,33 @@ def test_logging_shows_ours_and_not_jax_backend_probing():
     result = run([sys.executable, "-c", probe], env={**os.environ, "JAX_PLATFORMS": ""})
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == ["our line"]
+
+
+def test_logging_survives_a_replaced_stderr_and_a_default_root_handler(capsys):
+    """CI failure: importing Orbax inside one test (absl's first log line runs
+    logging.basicConfig) bound a root handler to that test's captured stderr; a later
+    test's warning then printed "--- Logging error ---" with a traceback. Also in a real
+    process that default handler printed our lines as "INFO:adain_jax...:"."""
+    import io
+    import logging
+
+    from adain_jax.cli import setup_logging
+
+    root = logging.getLogger()
+    stale, default = io.StringIO(), logging.StreamHandler(sys.stderr)
+    stale_handler = logging.StreamHandler(stale)
+    stale.close()
+    root.addHandler(stale_handler)
+    root.addHandler(default)
+    try:
+        setup_logging(quiet=False)
+        setup_logging(quiet=False)  # a second command in the same process: still once
+        capsys.readouterr()
+        logging.getLogger("adain_jax.probe").info("our line")
+        logging.getLogger("adain_jax.probe").warning("our warning")
+        assert capsys.readouterr().err.splitlines() == ["our line", "our warning"]
+        assert stale_handler not in root.handlers and default not in root.handlers
+    finally:
+        for handler in (stale_handler, default):
+            if handler in root.handlers:
+                root.removeHandler(handler)

@@ -35,13 +35,45 @@ class Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is logged, not when it was made
+    (a handler bound to a replaced stderr, e.g. a closed test capture, fails to log)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(quiet: bool) -> None:
     """Our INFO lines on stderr as bare messages; other libraries' at WARNING and above.
 
     JAX logs backend probing at INFO (e.g. "Unable to initialize backend 'tpu'"), which a
-    root logger at INFO would print on every CPU-only start.
+    root logger at INFO would print on every CPU-only start. A console handler some import
+    put on the root logger first (absl's first log line adds Python's default one, with
+    "INFO:name:" prefixes) is replaced, so each line is printed once and plainly; handlers
+    that write elsewhere (a file, a test's capture) are kept.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and (
+                handler.stream in (sys.stderr, sys.__stderr__)
+                or getattr(handler.stream, "closed", False)):
+            root.removeHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for chatty in ("absl", "jax"):  # Orbax logs every checkpoint step at INFO through absl
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # set, not inherited: an earlier quiet command in the same process may have lowered it
     logging.getLogger("adain_jax").setLevel(logging.WARNING if quiet else logging.INFO)
 
 

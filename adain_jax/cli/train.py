@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from adain_jax.cli import Parser, run_main, work_starts
+from adain_jax.cli import Parser, run_main, setup_logging, work_starts
 from adain_jax.configs import RESIZE_MODES, DataConfig, TrainConfig
 
 PROG = "train.py"
@@ -150,13 +150,7 @@ def _drop_reraised_os_errors(record: logging.LogRecord) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # force: importing the libraries above may already have configured the root logger
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr, force=True)
-    for chatty in ("absl", "jax"):  # Orbax logs every save step at INFO through absl
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    # set, not inherited: an earlier quiet command in the same process may have lowered it
-    logging.getLogger("adain_jax").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    setup_logging(args.quiet)
     if _drop_reraised_os_errors not in logging.getLogger("absl").filters:
         logging.getLogger("absl").addFilter(_drop_reraised_os_errors)
     import jax
