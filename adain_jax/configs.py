@@ -40,6 +40,7 @@ class Settings:
     optimizer: str = "lbfgs"
     style_loss: str = "gram"
     video_batch: int = DEFAULT_VIDEO_BATCH  # content videos: frames per stylisation call
+    dtype: str = "float32"  # or "bfloat16": the convolutions' compute dtype (accelerators)
 
 
 # ---- train.py
@@ -47,6 +48,8 @@ class Settings:
 CONTENT_WEIGHT = 1.0  # the port's --content_weight
 STYLE_WEIGHT = 10.0  # lambda in Eq. 11, the port's --style_weight
 RESIZE_MODES = ("shorter", "square")
+# --dtype choices of stylize.py and train.py -> the dtype's name
+DTYPE_CHOICES = {"float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +83,7 @@ class TrainConfig:
     lr_decay: float = 5e-5
     content_weight: float = CONTENT_WEIGHT
     style_weight: float = STYLE_WEIGHT
+    dtype: str = "float32"  # or "bfloat16": mixed precision (parameters stay float32)
     save_every: int = 1000  # Orbax checkpoint (state + data position)
     export_every: int = 10_000  # workdir/adain.safetensors; the port's --save_model_interval
     sample_every: int = 1000  # content | style | output grid in TensorBoard

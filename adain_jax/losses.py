@@ -40,21 +40,29 @@ def style_loss(g_t_feats: dict, style_feats: dict, layers=STYLE_LAYERS) -> jax.A
     return total
 
 
+def _f32(feats: dict) -> dict:
+    return {name: x.astype(jnp.promote_types(x.dtype, jnp.float32)) for name, x in feats.items()}
+
+
 def loss(params, content, style, *, content_weight: float = CONTENT_WEIGHT,
-         style_weight: float = STYLE_WEIGHT):
+         style_weight: float = STYLE_WEIGHT, dtype=None):
     """Eq. 11 on a batch of (content, style) pairs, NHWC float32 in [0, 1].
 
     Returns (total, {"content": L_c, "style": L_s}) with the unweighted L_c and L_s.
     Differentiate with respect to params["decoder"]: the targets t and f(s) depend on the
     encoder only, as in the port, where the encoder's parameters are frozen. The decoded
     image is not cropped (training crops are multiples of 8).
+    dtype: bfloat16 (or float16) runs the encoder and decoder convolutions in it (mixed
+    precision); AdaIN, the feature statistics and the losses stay float32, and so do
+    the parameters and their gradients.
     """
     arch = architectures.detect(params)
-    style_feats = encode(params, style, taps=arch.style_layers)
-    content_feat = encode(params, content)
+    style_feats = _f32(encode(params, style, taps=arch.style_layers, dtype=dtype))
+    content_feat = _f32(encode(params, content, taps=(arch.content_layer,),
+                               dtype=dtype))[arch.content_layer]
     t = ops.adain(content_feat, style_feats[arch.content_layer])
-    g_t = decode(params, t)
-    g_t_feats = encode(params, g_t, taps=arch.style_layers)
+    g_t = decode(params, t, dtype=dtype)
+    g_t_feats = _f32(encode(params, g_t, taps=arch.style_layers, dtype=dtype))
     loss_c = content_loss(g_t_feats[arch.content_layer], t)
     loss_s = style_loss(g_t_feats, style_feats, arch.style_layers)
     return content_weight * loss_c + style_weight * loss_s, {"content": loss_c, "style": loss_s}

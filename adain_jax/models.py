@@ -175,9 +175,11 @@ def conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIG
     """3x3 convolution of the reflection-padded `x` (same spatial size out).
 
     On CPU, layers with many input channels use Winograd F(4x4, 3x3); elsewhere (GPUs
-    pick their own algorithms) a direct convolution.
+    pick their own algorithms) a direct convolution. Only in float32: Winograd's transforms
+    (entries up to 8 and 1/24) would add to bfloat16's rounding.
     """
-    if x.shape[-1] >= WINOGRAD_MIN_CHANNELS and jax.default_backend() == "cpu":
+    if (x.shape[-1] >= WINOGRAD_MIN_CHANNELS and jax.default_backend() == "cpu"
+            and x.dtype == jnp.float32):
         return winograd_conv3x3_reflect(x, kernel, precision)
     return conv_valid(reflect_pad(x), kernel, precision)
 

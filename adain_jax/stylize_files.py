@@ -32,8 +32,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from adain_jax import architectures, gatys, images, outputs, tiling, transfer, video
-from adain_jax.configs import DEFAULT_OUTPUT, DEFAULT_VIDEO_EXT, METHODS, Settings
+from adain_jax import architectures, images, outputs, tiling, transfer, video
+from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_VIDEO_EXT, GATYS_OPTIMIZERS,
+                               GATYS_STYLE_LOSSES, METHODS, Settings)
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,10 @@ def _check_gatys(settings: Settings, styles: Sequence[Path], style_is_folder: bo
     """What --method gatys cannot do: it optimises one image for one style image."""
     if settings.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {settings.steps}")
-    if settings.optimizer not in gatys.OPTIMIZERS:
-        raise UsageError(f"--optimizer must be one of {', '.join(gatys.OPTIMIZERS)}")
-    if settings.style_loss not in gatys.STYLE_LOSSES:
-        raise UsageError(f"--style-loss must be one of {', '.join(gatys.STYLE_LOSSES)}")
+    if settings.optimizer not in GATYS_OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(GATYS_OPTIMIZERS)}")
+    if settings.style_loss not in GATYS_STYLE_LOSSES:
+        raise UsageError(f"--style-loss must be one of {', '.join(GATYS_STYLE_LOSSES)}")
     unsupported = [
         ("--alpha", settings.alpha != 1.0, "it has no content-style blend; fewer --steps "
          "or a different loss weight change the balance"),
@@ -315,10 +316,11 @@ def _check_output_file(content: Path, output: Path) -> None:
 
 # --- stylising ------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("preserve_color",))
-def _stylize(params, content, style, alpha, style_weights, masks, preserve_color):
+@functools.partial(jax.jit, static_argnames=("preserve_color", "dtype"))
+def _stylize(params, content, style, alpha, style_weights, masks, preserve_color,
+             dtype="float32"):
     out = transfer.apply(params, content, style, alpha, style_weights=style_weights,
-                         masks=masks, preserve_color=preserve_color)
+                         masks=masks, preserve_color=preserve_color, dtype=dtype)
     return jnp.clip(out, 0.0, 1.0)
 
 
@@ -362,11 +364,17 @@ def load_masks(paths: tuple[Path, ...], height: int, width: int) -> np.ndarray:
 
 
 class _Styles:
-    """Style images and statistics, each loaded and encoded once per run."""
+    """Style images and statistics, each loaded and encoded once per run.
 
-    def __init__(self, params, settings: Settings):
+    A style that serves several outputs (a folder run, a video's frames) is encoded once
+    into its statistics. One that serves a single image goes into that image's program as
+    an image: one compilation instead of two.
+    """
+
+    def __init__(self, params, settings: Settings, uses: dict[Path, int] | None = None):
         self.params, self.settings = params, settings
         self.min_side = min_side(architectures.detect(params))
+        self.uses = uses or {}
         self._images, self._stats = {}, {}
 
     def image(self, path: Path) -> np.ndarray:
@@ -384,15 +392,24 @@ class _Styles:
 
     def stats(self, path: Path) -> transfer.StyleStats:
         if path not in self._stats:
-            self._stats[path] = transfer.encode_style(self.params, self.image(path))
+            self._stats[path] = transfer.encode_style(self.params, self.image(path),
+                                                      dtype=self.settings.dtype)
             self._images.pop(path)  # the statistics are all later jobs need
         return self._stats[path]
 
-    def for_apply(self, paths: Sequence[Path]):
-        """What `apply` takes as `style`: stacked StyleStats, or images for colour matching."""
+    def for_apply(self, paths: Sequence[Path], reused: bool = True):
+        """What `apply` takes as `style`: images (for colour matching, or styles that serve
+        one image only: `reused` False and used by one job) or stacked StyleStats."""
         if self.settings.preserve_color:
             return [jnp.asarray(self.image(p)) for p in paths]
+        if not reused and all(self.uses.get(p, 1) == 1 for p in paths):
+            style = [self.image(p) for p in paths]
+            for p in paths:
+                self._images.pop(p)  # its only job has it
+            return style
         stats = [self.stats(p) for p in paths]
+        if len(stats) == 1:
+            return stats[0]
         return transfer.StyleStats(*(jnp.concatenate(parts) for parts in zip(*stats)))
 
 
@@ -410,7 +427,7 @@ def stylize_job(params, job: Job, settings: Settings, styles: _Styles,
     if settings.method == "gatys":
         out = _gatys(params, content, styles.image(job.styles[0]), settings, job, progress)
     else:
-        out = _adain(params, content, job, settings, styles)
+        out = _adain(params, content, job, settings, styles, reused=False)
     out = np.asarray(out)
     if out.shape[:2] != (height, width):
         out = np.clip(images.resize(out, height, width), 0.0, 1.0)
@@ -494,12 +511,18 @@ def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_siz
         yield frame_out
 
 
-def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _Styles):
-    """Stylise (H, W, 3) or (N, H, W, 3) content for `job` (N only without masks)."""
+def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _Styles,
+           reused: bool = True):
+    """Stylise (H, W, 3) or (N, H, W, 3) content for `job` (N only without masks).
+
+    reused: whether these styles serve later calls for this job (a video's frames)."""
     height, width = content.shape[-3:-1]
     if (height * width > TILE_ABOVE_PIXELS and len(job.styles) == 1
             and settings.masks is None and not settings.preserve_color
             and architectures.detect(params).name == "vgg19"):
+        if settings.dtype != "float32":
+            _warn_once(f"warning: --dtype {settings.dtype} is not used for images above "
+                       f"{TILE_ABOVE_PIXELS} pixels, which are stylised in tiles in float32")
         out = tiling.apply_tiled(params, content, styles.for_apply(job.styles), settings.alpha)
         return np.clip(out, 0.0, 1.0)
     masks = None
@@ -508,10 +531,15 @@ def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _S
     style_weights = settings.style_weights
     if style_weights is None and masks is None and len(job.styles) > 1:
         style_weights = (1.0,) * len(job.styles)  # equal interpolation weights
-    return _stylize(params, jnp.asarray(content), styles.for_apply(job.styles),
-                    jnp.float32(settings.alpha),
-                    None if style_weights is None else jnp.asarray(style_weights, jnp.float32),
-                    masks, settings.preserve_color or False)
+    return _stylize(params, content, styles.for_apply(job.styles, reused),
+                    np.float32(settings.alpha),  # a NumPy scalar: no program to make it
+                    None if style_weights is None else np.asarray(style_weights, np.float32),
+                    masks, settings.preserve_color or False, settings.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning("%s", message)
 
 
 def _gatys(params, content: np.ndarray, style: np.ndarray, settings: Settings, job: Job,
@@ -522,6 +550,8 @@ def _gatys(params, content: np.ndarray, style: np.ndarray, settings: Settings, j
             bar.update(1)
             if not bar.disable:
                 bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+
+        from adain_jax import gatys  # Optax: imported only for this method
 
         return gatys.gatys(params, content, style, steps=settings.steps,
                            optimizer=settings.optimizer, style_loss=settings.style_loss,
@@ -537,7 +567,11 @@ def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
     several jobs, the step bar always; False: none; True: both always.
     """
     params = jax.device_put(params)  # once, not on every call
-    styles = _Styles(params, settings)
+    uses = {}
+    for job in jobs:
+        for path in job.styles:
+            uses[path] = uses.get(path, 0) + 1
+    styles = _Styles(params, settings, uses)
     failures = []
     show = len(jobs) > 1 if progress is None else progress
     for job in tqdm(jobs, disable=not show, file=sys.stderr, unit="output", leave=False):

@@ -91,7 +91,8 @@ def init_state(key, optimizer, init_decoder=None) -> dict:
 # ---- Update step -----------------------------------------------------------------------
 
 def grads_and_metrics(decoder_params, encoder_params, batch, *, content_weight: float,
-                      style_weight: float, axis_name: str | None = None):
+                      style_weight: float, axis_name: str | None = None,
+                      compute_dtype: str = "float32"):
     """Gradient of the mean loss over this batch w.r.t. the decoder, and loss metrics.
 
     `batch` holds uint8 NHWC "content" and "style". Under jax.pmap pass `axis_name` to
@@ -104,7 +105,8 @@ def grads_and_metrics(decoder_params, encoder_params, batch, *, content_weight: 
 
     def objective(decoder):
         return losses.loss({"encoder": encoder_params, "decoder": decoder}, content, style,
-                           content_weight=content_weight, style_weight=style_weight)
+                           content_weight=content_weight, style_weight=style_weight,
+                           dtype=compute_dtype)
 
     (total, parts), grads = jax.value_and_grad(objective, has_aux=True)(decoder_params)
     metrics = {"loss": total, "loss_c": parts["content"], "loss_s": parts["style"]}
@@ -126,7 +128,7 @@ def train_step(state: dict, encoder_params, batch, *, config: TrainConfig,
     optimizer = make_optimizer(config)
     grads, metrics = grads_and_metrics(
         state["params"], encoder_params, batch, content_weight=config.content_weight,
-        style_weight=config.style_weight, axis_name=axis_name)
+        style_weight=config.style_weight, axis_name=axis_name, compute_dtype=config.dtype)
     metrics["lr"] = lr_schedule(config)(state["step"])
     return apply_update(state, grads, optimizer), metrics
 

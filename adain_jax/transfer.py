@@ -7,6 +7,7 @@ and jax.grad.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import NamedTuple, Sequence
 
@@ -30,30 +31,68 @@ class StyleStats(NamedTuple):
     std: jax.Array
 
 
-def encode(params, images, taps: str | Sequence[str] | None = None):
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
+          "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def compute_dtype(dtype) -> str | None:
+    """The name of a compute dtype ("bfloat16", "float16"), or None for float32 (default).
+
+    Accepts None, a NumPy/JAX dtype or its name, and the short names bf16, fp16, fp32.
+    """
+    if dtype is None:
+        return None
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of float32, bfloat16, float16 (or bf16, fp16), "
+                         f"got {dtype!r}")
+    return None if DTYPES[name] == "float32" else DTYPES[name]
+
+
+def _cast(tree, dtype: str | None):
+    """Mixed precision: floating leaves of `tree` cast to `dtype` for the computation.
+    The parameters stay float32 where they are kept (and get float32 gradients)."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype)
+                        if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, tree)
+
+
+def encode(params, images, taps: str | Sequence[str] | None = None, *, dtype=None):
     """f(images): encoder activations. A single tap name gives an array, a sequence a dict.
 
     taps=None is the AdaIN layer (relu4_1 for VGG-19, denseblock3 for DenseNet-121).
+    dtype: compute in bfloat16 or float16 (see `compute_dtype`); activations come back
+    in that dtype.
     """
     arch = architectures.detect(params)
+    dtype = compute_dtype(dtype)
     taps = arch.content_layer if taps is None else taps
     names = (taps,) if isinstance(taps, str) else tuple(taps)
-    feats = arch.encode(params["encoder"], jnp.asarray(images), names)
+    feats = arch.encode(_cast(params["encoder"], dtype), _cast(jnp.asarray(images), dtype),
+                        names)
     return feats[taps] if isinstance(taps, str) else feats
 
 
-def decode(params, t, size: tuple[int, int] | None = None):
+def decode(params, t, size: tuple[int, int] | None = None, *, dtype=None):
     """g(t): AdaIN-layer features to an RGB image; `size` crops to an exact (H, W).
 
     The VGG decoder doubles three times, so an H x W content gives 8*ceil(H/8) rows; the
     top-left H x W block is aligned with the content (ceil-mode pooling pads at the end).
     The DenseNet one doubles four times from the map of the image padded at the bottom and
     right to a multiple of 16, so the same top-left crop applies.
+    dtype: compute in bfloat16 or float16; the image comes back in that dtype.
     """
-    image = architectures.detect(params).decode(params["decoder"], t)
+    dtype = compute_dtype(dtype)
+    image = architectures.detect(params).decode(_cast(params["decoder"], dtype),
+                                                _cast(t, dtype))
     if size is not None:
         image = image[:, : size[0], : size[1], :]
     return image
+
+
+def _f32(x):
+    return x.astype(jnp.float32) if x.dtype != jnp.float32 and x.dtype != jnp.float64 else x
 
 
 def as_float_images(images, what: str):
@@ -113,18 +152,19 @@ def _check_feature_size(feat, what: str):
                          "AdaIN layer needs at least 2 positions (e.g. 9 px on a side for VGG)")
 
 
-def encode_style(params, style) -> StyleStats:
-    """Encode style image(s) (S, H, W, 3) once: AdaIN-layer mean and std, each (S, C).
+def encode_style(params, style, *, dtype=None) -> StyleStats:
+    """Encode style image(s) (S, H, W, 3) once: AdaIN-layer mean and std, each (S, C),
+    float32 (with `dtype` bfloat16 the encoder runs in it, the statistics do not).
 
     Like `apply`, a plain call runs one compiled program per input shape.
     """
-    return _encode_style_jit(params, as_float_images(style, "style"))
+    return _encode_style_jit(params, as_float_images(style, "style"), compute_dtype(dtype))
 
 
-@jax.jit
-def _encode_style_jit(params, style) -> StyleStats:
+@functools.partial(jax.jit, static_argnames=("dtype",))
+def _encode_style_jit(params, style, dtype=None) -> StyleStats:
     style, _ = _batched(style)
-    feat = encode(params, style)
+    feat = _f32(encode(params, style, dtype=dtype))
     _check_feature_size(feat, "style")
     return StyleStats(*ops.mean_std(feat))
 
@@ -140,7 +180,7 @@ def _style_items(style, multi: bool):
     return items
 
 
-def _style_stats(params, style, content, color_mode, multi: bool):
+def _style_stats(params, style, content, color_mode, multi: bool, dtype=None):
     """Style statistics: (S, C) pairwise, or (N or 1, K, C) for K styles."""
     if isinstance(style, StyleStats):
         if color_mode is not None:
@@ -158,7 +198,7 @@ def _style_stats(params, style, content, color_mode, multi: bool):
                 s = jax.vmap(prepare)(s, content)
             else:
                 raise ValueError(f"{s.shape[0]} styles for {content.shape[0]} contents")
-        feat = encode(params, s)
+        feat = _f32(encode(params, s, dtype=dtype))
         _check_feature_size(feat, "style")
         stats.append(ops.mean_std(feat))
     if not multi:
@@ -179,7 +219,7 @@ def _check_alpha(alpha):
 
 
 def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
-          preserve_color=False):
+          preserve_color=False, dtype=None):
     """Stylise `content` with `style`: T(c, s, alpha) = g((1 - alpha) f(c) + alpha AdaIN(f(c), f(s))).
 
     content: (N, H, W, 3) or (H, W, 3), float in [0, 1] or uint8 (divided by 255). The
@@ -193,6 +233,9 @@ def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
         content fills the rest (alpha 0 where no mask covers).
     preserve_color: False; True or "coral" (CORAL on the style image, as the reference
         port); "luminance" (stylise luminance only, keep the content's chroma).
+    dtype: None or float32 (default); bfloat16 (or float16) runs the encoder and decoder
+        convolutions in it, for accelerators. The parameters are cast for the computation,
+        not changed; AdaIN's statistics, the blend and the output stay float32.
 
     Called outside jit, it runs one compiled program per input shape (compiled on the
     first call with that shape, then reused); inside jit, vmap or grad it traces inline.
@@ -207,10 +250,10 @@ def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
     if style_weights is not None and not isinstance(style_weights, jax.core.Tracer):
         style_weights = jnp.asarray(style_weights, jnp.float32)
     return _apply_jit(params, content, style, alpha, style_weights, masks,
-                      _color_mode(preserve_color))
+                      _color_mode(preserve_color), compute_dtype(dtype))
 
 
-def _apply(params, content, style, alpha, style_weights, masks, color_mode):
+def _apply(params, content, style, alpha, style_weights, masks, color_mode, dtype=None):
     content, unbatched = _batched(content)
     n, h, w, _ = content.shape
     if style_weights is not None and masks is not None:
@@ -218,9 +261,9 @@ def _apply(params, content, style, alpha, style_weights, masks, color_mode):
     multi = style_weights is not None or masks is not None
 
     content_in = ops.luminance_image(content) if color_mode == "luminance" else content
-    content_feat = encode(params, content_in)
+    content_feat = _f32(encode(params, content_in, dtype=dtype))
     _check_feature_size(content_feat, "content")
-    style_mean, style_std = _style_stats(params, style, content, color_mode, multi)
+    style_mean, style_std = _style_stats(params, style, content, color_mode, multi, dtype)
 
     if masks is not None:
         masks = jnp.asarray(masks, content_feat.dtype)
@@ -244,7 +287,7 @@ def _apply(params, content, style, alpha, style_weights, masks, color_mode):
         t = ops.adain_from_stats(content_feat, *ops.mean_std(content_feat), style_mean, style_std)
 
     t = ops.blend_alpha(t, content_feat, alpha)
-    out = decode(params, t, size=(h, w))
+    out = _f32(decode(params, t, size=(h, w), dtype=dtype))
     if color_mode == "luminance":
         out = ops.recombine_luminance(out, content)
     return out[0] if unbatched else out
@@ -252,4 +295,4 @@ def _apply(params, content, style, alpha, style_weights, masks, color_mode):
 
 # Eager, apply dispatched some 300 ops one by one (13 s for a first 512^2 call, against 2 s
 # to compile the whole graph); jitted here, plain calls need no jax.jit of their own.
-_apply_jit = jax.jit(_apply, static_argnames=("color_mode",))
+_apply_jit = jax.jit(_apply, static_argnames=("color_mode", "dtype"))

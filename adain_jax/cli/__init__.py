@@ -51,7 +51,28 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(quiet: bool) -> None:
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """--no-compile-cache and -v/--verbose, for the commands that compile programs."""
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled programs for later runs (default: kept in "
+                             "$ADAIN_JAX_COMPILE_CACHE or ~/.cache/adain_jax/xla, so a run "
+                             "with image sizes seen before starts faster)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also log details: what was compiled or loaded from the "
+                             "compilation cache (default: off)")
+
+
+def start_compile_cache(args: argparse.Namespace):
+    """JAX's persistent compilation cache unless --no-compile-cache (see compile_cache).
+    Call it before anything compiles: JAX decides once per process whether to use it."""
+    if args.no_compile_cache:
+        return None
+    from adain_jax import compile_cache
+
+    return compile_cache.enable()
+
+
+def setup_logging(quiet: bool, verbose: bool = False) -> None:
     """Our INFO lines on stderr as bare messages; other libraries' at WARNING and above.
 
     JAX logs backend probing at INFO (e.g. "Unable to initialize backend 'tpu'"), which a
@@ -74,7 +95,8 @@ def setup_logging(quiet: bool) -> None:
     for chatty in ("absl", "jax"):  # Orbax logs every checkpoint step at INFO through absl
         logging.getLogger(chatty).setLevel(logging.WARNING)
     # set, not inherited: an earlier quiet command in the same process may have lowered it
-    logging.getLogger("adain_jax").setLevel(logging.WARNING if quiet else logging.INFO)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("adain_jax").setLevel(level)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], prog: str,

@@ -11,8 +11,9 @@ import logging
 import os
 import sys
 
-from adain_jax.cli import Parser, run_main, setup_logging, work_starts
-from adain_jax.configs import RESIZE_MODES, DataConfig, TrainConfig
+from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
+                           start_compile_cache, work_starts)
+from adain_jax.configs import DTYPE_CHOICES, RESIZE_MODES, DataConfig, TrainConfig
 
 PROG = "train.py"
 EPILOG = """\
@@ -68,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="weight of the style loss L_s, lambda in Eq. 11 (default: %(default)s)")
 
     g = parser.add_argument_group("data")
+    g.add_argument("--dtype", choices=tuple(DTYPE_CHOICES), default="float32",
+                   help="compute dtype of the convolutions: bf16 for GPUs and TPUs (mixed "
+                        "precision: parameters, gradients, Adam and the losses stay "
+                        "float32) (default: %(default)s)")
     g.add_argument("--tfds", metavar="NAME[:SPLIT]", default=data.tfds,
                    help="TFDS content dataset, e.g. coco/2017 (split train unless given)")
     g.add_argument("--data-dir", metavar="DIR", default=data.data_dir,
@@ -119,6 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="number of processes (hosts)")
     g.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"), metavar="I",
                    help="this process's index, 0 .. num-processes - 1")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     if args.coordinator_address and not args.distributed:
         parser.error("--coordinator-address needs --distributed")
@@ -137,7 +143,8 @@ def make_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         encoder=args.encoder, encoder_weights=encoder_weights, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, lr_decay=args.lr_decay, content_weight=args.content_weight,
-        style_weight=args.style_weight, save_every=args.save_every,
+        style_weight=args.style_weight, dtype=DTYPE_CHOICES[args.dtype],
+        save_every=args.save_every,
         export_every=args.export_every, sample_every=args.sample_every,
         log_every=args.log_every, max_to_keep=args.keep, data=data)
 
@@ -150,7 +157,7 @@ def _drop_reraised_os_errors(record: logging.LogRecord) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
     if _drop_reraised_os_errors not in logging.getLogger("absl").filters:
         logging.getLogger("absl").addFilter(_drop_reraised_os_errors)
     import jax
@@ -165,6 +172,7 @@ def main(argv=None) -> int:
         if jax.process_index() != 0:  # one process speaks for the run
             logging.getLogger().setLevel(logging.WARNING)
             logging.getLogger("adain_jax").setLevel(logging.WARNING)
+    cache = start_compile_cache(args)  # a resumed run loads its train step, not 15 s
     work_starts()  # the trainer saves a checkpoint on Ctrl-C/SIGTERM once it runs
     try:
         with logging_redirect_tqdm():
@@ -176,6 +184,10 @@ def main(argv=None) -> int:
             message += " (pass --encoder-weights, or run `python convert_weights.py --download`)"
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        from adain_jax import compile_cache
+
+        compile_cache.log_stats(cache)
     return 0
 
 
