@@ -160,7 +160,7 @@ def test_folder_by_folder_names_and_style_encoded_once(params, weights, files, t
     calls = []
     encode = transfer.encode_style
     monkeypatch.setattr(transfer, "encode_style",
-                        lambda p, s: calls.append(s.shape) or encode(p, s))
+                        lambda p, s, **kw: calls.append(s.shape) or encode(p, s, **kw))
     out = tmp_path / "out"
     assert run_cli("--content", tmp_path / "content", "--style", tmp_path / "style",
                    "--weights", weights, "--output", out, *SMALL) == 0
