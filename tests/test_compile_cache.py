@@ -6,7 +6,7 @@ how many programs the run compiled and how many it loaded from the cache, counte
 JAX's own cache events. A single output must be one compiled program (the style goes into
 it as an image, not encoded by a program of its own); a second run must compile nothing;
 changed XLA flags must not load the old program; outputs are byte-identical with the cache,
-without it, and from it.
+without it, and from it. Three of the runs share the cache at once.
 """
 from __future__ import annotations
 
@@ -25,16 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 COUNTS = re.compile(r"compilation cache (.+): (\d+) compiled, (\d+) loaded")
 
 
-def stylize(args, cache, extra_env=None) -> tuple[int, int] | None:
+def start(args, cache, extra_env=None) -> subprocess.Popen:
     env = {**os.environ, "ADAIN_JAX_COMPILE_CACHE": str(cache), **(extra_env or {})}
-    proc = subprocess.run([sys.executable, str(ROOT / "stylize.py"), *map(str, args), "-v"],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr
-    found = COUNTS.search(proc.stderr)
+    return subprocess.Popen([sys.executable, str(ROOT / "stylize.py"), *map(str, args), "-v"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def counts(proc: subprocess.Popen, cache) -> tuple[int, int] | None:
+    """(programs compiled, programs loaded) that a finished run printed."""
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 0, err
+    found = COUNTS.search(err)
     if found is None:
         return None
     assert Path(found.group(1)) == Path(cache)
     return int(found.group(2)), int(found.group(3))
+
+
+def cache_entries(cache) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if p.name.endswith("-cache"))
 
 
 def test_second_run_compiles_nothing_and_results_are_identical(weights, tmp_path):
@@ -46,17 +55,20 @@ def test_second_run_compiles_nothing_and_results_are_identical(weights, tmp_path
               "--content-size", "0", "--style-size", "0", "--alpha", "0.7"]
     out = {name: tmp_path / f"{name}.png" for name in ("first", "second", "off", "flags")}
 
-    assert stylize([*common, "--output", out["first"]], cache) == (1, 0)
-    entries = sorted(p.name for p in cache.iterdir())
-    assert any(name.endswith("-cache") for name in entries)
-    assert stylize([*common, "--output", out["second"]], cache) == (0, 1)
-    assert sorted(p.name for p in cache.iterdir() if p.name.endswith("-cache")) == \
-        [name for name in entries if name.endswith("-cache")]
-    assert stylize([*common, "--output", out["off"], "--no-compile-cache"], cache) is None
-    # Other XLA flags make another program: compiled again, not the stale one loaded.
+    assert counts(start([*common, "--output", out["first"]], cache), cache) == (1, 0)
+    [entry] = cache_entries(cache)
+    # Then three at once: one loading, one without the cache, and one with other XLA
+    # flags, which make another program: compiled again (and written while the first
+    # process reads the cache), not the stale one loaded.
     flags = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
                            " --xla_cpu_enable_fast_min_max=true").strip()}
-    assert stylize([*common, "--output", out["flags"]], cache, flags) == (1, 0)
+    second = start([*common, "--output", out["second"]], cache)
+    off = start([*common, "--output", out["off"], "--no-compile-cache"], cache)
+    other = start([*common, "--output", out["flags"]], cache, flags)
+    assert counts(second, cache) == (0, 1)
+    assert counts(off, cache) is None
+    assert counts(other, cache) == (1, 0)
+    assert entry in cache_entries(cache) and len(cache_entries(cache)) == 2
 
     first = out["first"].read_bytes()
     for name in ("second", "off", "flags"):
