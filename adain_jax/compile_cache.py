@@ -29,6 +29,7 @@ _REQUESTS, _HITS = ("/jax/compilation_cache/compile_requests_use_cache",
 
 log = logging.getLogger(__name__)
 _counts = {_REQUESTS: 0, _HITS: 0}
+_listening = False
 
 
 def default_dir() -> Path | None:
@@ -71,9 +72,10 @@ def enable(folder: Path | None = None) -> Path | None:
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)  # also: the lock
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no overrides
-    if not getattr(enable, "_listening", False):
+    global _listening
+    if not _listening:
         monitoring.register_event_listener(_count)
-        enable._listening = True
+        _listening = True
     return folder
 
 

@@ -40,8 +40,8 @@ def style_loss(g_t_feats: dict, style_feats: dict, layers=STYLE_LAYERS) -> jax.A
     return total
 
 
-def _f32(feats: dict) -> dict:
-    return {name: x.astype(jnp.promote_types(x.dtype, jnp.float32)) for name, x in feats.items()}
+def _upcast(feats: dict) -> dict:
+    return {name: ops.upcast(x) for name, x in feats.items()}
 
 
 def loss(params, content, style, *, content_weight: float = CONTENT_WEIGHT,
@@ -57,12 +57,12 @@ def loss(params, content, style, *, content_weight: float = CONTENT_WEIGHT,
     the parameters and their gradients.
     """
     arch = architectures.detect(params)
-    style_feats = _f32(encode(params, style, taps=arch.style_layers, dtype=dtype))
-    content_feat = _f32(encode(params, content, taps=(arch.content_layer,),
+    style_feats = _upcast(encode(params, style, taps=arch.style_layers, dtype=dtype))
+    content_feat = _upcast(encode(params, content, taps=(arch.content_layer,),
                                dtype=dtype))[arch.content_layer]
     t = ops.adain(content_feat, style_feats[arch.content_layer])
     g_t = decode(params, t, dtype=dtype)
-    g_t_feats = _f32(encode(params, g_t, taps=arch.style_layers, dtype=dtype))
+    g_t_feats = _upcast(encode(params, g_t, taps=arch.style_layers, dtype=dtype))
     loss_c = content_loss(g_t_feats[arch.content_layer], t)
     loss_s = style_loss(g_t_feats, style_feats, arch.style_layers)
     return content_weight * loss_c + style_weight * loss_s, {"content": loss_c, "style": loss_s}

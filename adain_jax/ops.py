@@ -15,6 +15,12 @@ EPS = 1e-5
 SPATIAL = (1, 2)
 
 
+def upcast(x: jax.Array) -> jax.Array:
+    """`x` in float32 unless already float32 or float64: AdaIN's statistics and the
+    losses stay float32 when the convolutions run in bfloat16 (mixed precision)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def mean_std(x: jax.Array, eps: float = EPS):
     """Channel-wise mean and std over space of NHWC `x`, shapes (N, C)."""
     mean = jnp.mean(x, axis=SPATIAL)

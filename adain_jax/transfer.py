@@ -91,10 +91,6 @@ def decode(params, t, size: tuple[int, int] | None = None, *, dtype=None):
     return image
 
 
-def _f32(x):
-    return x.astype(jnp.float32) if x.dtype != jnp.float32 and x.dtype != jnp.float64 else x
-
-
 def as_float_images(images, what: str):
     """Images as a float array in [0, 1]: uint8 is divided by 255; NumPy floats outside
     [0, 1] (a 0-255 or normalised image given by mistake) get a warning.
@@ -164,7 +160,7 @@ def encode_style(params, style, *, dtype=None) -> StyleStats:
 @functools.partial(jax.jit, static_argnames=("dtype",))
 def _encode_style_jit(params, style, dtype=None) -> StyleStats:
     style, _ = _batched(style)
-    feat = _f32(encode(params, style, dtype=dtype))
+    feat = ops.upcast(encode(params, style, dtype=dtype))
     _check_feature_size(feat, "style")
     return StyleStats(*ops.mean_std(feat))
 
@@ -198,7 +194,7 @@ def _style_stats(params, style, content, color_mode, multi: bool, dtype=None):
                 s = jax.vmap(prepare)(s, content)
             else:
                 raise ValueError(f"{s.shape[0]} styles for {content.shape[0]} contents")
-        feat = _f32(encode(params, s, dtype=dtype))
+        feat = ops.upcast(encode(params, s, dtype=dtype))
         _check_feature_size(feat, "style")
         stats.append(ops.mean_std(feat))
     if not multi:
@@ -261,7 +257,7 @@ def _apply(params, content, style, alpha, style_weights, masks, color_mode, dtyp
     multi = style_weights is not None or masks is not None
 
     content_in = ops.luminance_image(content) if color_mode == "luminance" else content
-    content_feat = _f32(encode(params, content_in, dtype=dtype))
+    content_feat = ops.upcast(encode(params, content_in, dtype=dtype))
     _check_feature_size(content_feat, "content")
     style_mean, style_std = _style_stats(params, style, content, color_mode, multi, dtype)
 
@@ -287,7 +283,7 @@ def _apply(params, content, style, alpha, style_weights, masks, color_mode, dtyp
         t = ops.adain_from_stats(content_feat, *ops.mean_std(content_feat), style_mean, style_std)
 
     t = ops.blend_alpha(t, content_feat, alpha)
-    out = _f32(decode(params, t, size=(h, w), dtype=dtype))
+    out = ops.upcast(decode(params, t, size=(h, w), dtype=dtype))
     if color_mode == "luminance":
         out = ops.recombine_luminance(out, content)
     return out[0] if unbatched else out
