@@ -48,8 +48,10 @@ class Settings:
 CONTENT_WEIGHT = 1.0  # the port's --content_weight
 STYLE_WEIGHT = 10.0  # lambda in Eq. 11, the port's --style_weight
 RESIZE_MODES = ("shorter", "square")
-# --dtype choices of stylize.py and train.py -> the dtype's name
-DTYPE_CHOICES = {"float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+# Compute dtypes (mixed precision) by every name we accept -> the dtype's name
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
+          "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+DTYPE_CHOICES = ("float32", "bf16", "bfloat16")  # stylize.py and train.py --dtype
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ encoded once, `Settings.video_batch` frames per call, into a video of the same f
 """
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -567,10 +568,7 @@ def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
     several jobs, the step bar always; False: none; True: both always.
     """
     params = jax.device_put(params)  # once, not on every call
-    uses = {}
-    for job in jobs:
-        for path in job.styles:
-            uses[path] = uses.get(path, 0) + 1
+    uses = collections.Counter(path for job in jobs for path in job.styles)
     styles = _Styles(params, settings, uses)
     failures = []
     show = len(jobs) > 1 if progress is None else progress

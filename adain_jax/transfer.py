@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adain_jax import architectures, ops
+from adain_jax.configs import DTYPES
 
 COLOR_MODES = ("coral", "luminance")
 
@@ -29,10 +30,6 @@ class StyleStats(NamedTuple):
 
     mean: jax.Array
     std: jax.Array
-
-
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
-          "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
 def compute_dtype(dtype) -> str | None:

@@ -15,7 +15,7 @@ from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
                            start_compile_cache, work_starts)
 from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_SIZE, DEFAULT_VIDEO_BATCH,
                                DEFAULT_VIDEO_EXT, GATYS_OPTIMIZERS, GATYS_STYLE_LOSSES,
-                               DTYPE_CHOICES, METHODS, Settings)
+                               DTYPE_CHOICES, DTYPES, METHODS, Settings)
 from adain_jax.download import default_weights_path
 
 PROG = "stylize.py"
@@ -153,7 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="N",
                         help="video frames stylised per call; more can be faster on a GPU "
                              "(default: %(default)s)")
-    parser.add_argument("--dtype", choices=tuple(DTYPE_CHOICES), default="float32",
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                         help="compute dtype of the convolutions: bf16 is faster on GPUs and "
                              "TPUs (AdaIN's statistics stay float32; outputs differ from "
                              "float32 by about 1/255 on average), not on CPUs "
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         preserve_color=args.preserve_color, content_size=args.content_size,
         style_size=args.style_size, crop=args.crop, method=args.method, steps=args.steps,
         optimizer=args.optimizer, style_loss=args.style_loss, video_batch=args.video_batch,
-        dtype=DTYPE_CHOICES[args.dtype])
+        dtype=DTYPES[args.dtype])
     try:
         jobs = stylize_files.plan_jobs(args.content, args.style, output=args.output,
                                        ext=args.ext, video_ext=args.video_ext,

@@ -13,7 +13,7 @@ import sys
 
 from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
                            start_compile_cache, work_starts)
-from adain_jax.configs import DTYPE_CHOICES, RESIZE_MODES, DataConfig, TrainConfig
+from adain_jax.configs import DTYPE_CHOICES, DTYPES, RESIZE_MODES, DataConfig, TrainConfig
 
 PROG = "train.py"
 EPILOG = """\
@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="weight of the style loss L_s, lambda in Eq. 11 (default: %(default)s)")
 
     g = parser.add_argument_group("data")
-    g.add_argument("--dtype", choices=tuple(DTYPE_CHOICES), default="float32",
+    g.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                    help="compute dtype of the convolutions: bf16 for GPUs and TPUs (mixed "
                         "precision: parameters, gradients, Adam and the losses stay "
                         "float32) (default: %(default)s)")
@@ -143,7 +143,7 @@ def make_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         encoder=args.encoder, encoder_weights=encoder_weights, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, lr_decay=args.lr_decay, content_weight=args.content_weight,
-        style_weight=args.style_weight, dtype=DTYPE_CHOICES[args.dtype],
+        style_weight=args.style_weight, dtype=DTYPES[args.dtype],
         save_every=args.save_every,
         export_every=args.export_every, sample_every=args.sample_every,
         log_every=args.log_every, max_to_keep=args.keep, data=data)
