@@ -11,6 +11,7 @@ geometry, which the reference test script applies before stylising.
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps
 
+log = logging.getLogger(__name__)
+
 # Refuse images over 2**26 pixels (64 Mpx, e.g. 8192 x 8192): decoded as float32 RGB one
 # already takes 768 MiB, and VGG activations at that size are 64x more. This is below
 # PIL's own decompression-bomb limits (a warning over Image.MAX_IMAGE_PIXELS, ~89 Mpx, an
@@ -26,7 +29,8 @@ from PIL import Image, ImageOps
 MAX_PIXELS = 2**26
 
 # What a folder of images is read for, by stylize.py and train.py alike (see
-# `list_image_files`); GIF gives its first frame.
+# `list_image_files`); `load_image` gives an animation's first frame (stylize.py reads an
+# animated content whole, with `animation.load_animation`).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff", ".gif")
 # Formats `save_image` writes, and whether each keeps an alpha channel.
 SAVE_FORMATS = {".png": ("PNG", True), ".jpg": ("JPEG", False), ".jpeg": ("JPEG", False),
@@ -74,14 +78,16 @@ def list_image_files(folder, extensions=IMAGE_EXTENSIONS, exclude=()) -> ImageFi
     The one rule for folders of images (stylize.py's content and style folders, train.py's
     --styles and --content-dir): every subfolder is searched, symlinked ones too (each
     real folder once, so a link loop ends); names starting with "." (hidden files and
-    folders) are ignored; every other file is found or, for its extension, skipped.
+    folders) are ignored; every other file is found or, for its extension, skipped. A
+    folder that cannot be read is logged as a warning with its reason (os.walk would
+    pass over it without a word), so no file is left out silently.
     `exclude`: folders not to enter, e.g. an output folder inside the input folder.
     """
     folder = Path(folder)
     excluded = {os.path.realpath(p) for p in exclude}
     seen = {os.path.realpath(folder)}
     found, skipped = [], []
-    for parent, subfolders, files in os.walk(folder, followlinks=True):
+    for parent, subfolders, files in os.walk(folder, followlinks=True, onerror=_unreadable):
         kept = []
         for name in sorted(subfolders):
             real = os.path.realpath(os.path.join(parent, name))
@@ -94,6 +100,11 @@ def list_image_files(folder, extensions=IMAGE_EXTENSIONS, exclude=()) -> ImageFi
                 wanted = os.path.splitext(name)[1].lower() in extensions
                 (found if wanted else skipped).append(Path(parent) / name)
     return ImageFiles(sorted(found, key=str), sorted(skipped, key=str))
+
+
+def _unreadable(err: OSError) -> None:
+    log.warning("%s: cannot read this folder (%s); the files in it are skipped",
+                err.filename, err.strerror or err)
 
 
 def skipped_note(folder, skipped, extensions=IMAGE_EXTENSIONS) -> str:
