@@ -17,6 +17,10 @@ DEFAULT_SIZE = 512  # shorter side of content and style, as the reference test s
 DEFAULT_VIDEO_EXT = "mp4"
 DEFAULT_VIDEO_BATCH = 1  # frames per call; see benchmarks/ (batch 4 gains little on a CPU)
 METHODS = ("adain", "gatys")
+# --temporal (adain_jax/temporal.py): per-frame, shared content statistics, flow blending
+TEMPORAL_MODES = ("none", "stats", "flow", "stats+flow")
+TEMPORAL_WEIGHT = 0.5  # flow: the warped previous output's share where the flow holds
+STATS_FRAMES = 32  # stats: frames encoded by the first pass, evenly spaced
 # --method gatys (adain_jax.gatys)
 GATYS_STEPS = 500  # Gatys et al. as timed in the AdaIN paper (Table 1)
 GATYS_OPTIMIZERS = ("lbfgs", "adam")
@@ -41,6 +45,9 @@ class Settings:
     style_loss: str = "gram"
     video_batch: int = DEFAULT_VIDEO_BATCH  # content videos: frames per stylisation call
     dtype: str = "float32"  # or "bfloat16": the convolutions' compute dtype (accelerators)
+    temporal: str = "none"  # content videos: one of TEMPORAL_MODES
+    temporal_weight: float = TEMPORAL_WEIGHT
+    stats_momentum: float | None = None  # stats: a running average instead of a first pass
 
 
 # ---- train.py

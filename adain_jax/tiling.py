@@ -120,7 +120,8 @@ def decode_tiled(params, feat, content_stats, style_stats, alpha, size, tile=DEF
     return out
 
 
-def apply_tiled(params, content, style, alpha=1.0, *, tile: int = DEFAULT_TILE):
+def apply_tiled(params, content, style, alpha=1.0, *, tile: int = DEFAULT_TILE,
+                content_stats=None):
     """`transfer.apply(params, content, style, alpha)` in tiles of `tile` pixels, for large
     contents: same result (float32 rounding), memory bounded by one tile's activations.
 
@@ -128,6 +129,9 @@ def apply_tiled(params, content, style, alpha=1.0, *, tile: int = DEFAULT_TILE):
         the same shape. style: image(s) (S, Hs, Ws, 3) with S = 1 or N, encoded whole, or
         a `transfer.StyleStats`. Only the VGG-19 encoder is supported (its geometry
         sets the halos); spatial control and colour preservation need `transfer.apply`.
+    content_stats: as `transfer.apply`'s, (mean, std) each (C,) or (1, C), used for every
+        image; or a function of each image's own (mean, std), (C,) float64, that returns
+        the ones to use (a video's running average, temporal.py).
     """
     if tile <= 0 or tile % STRIDE:
         raise ValueError(f"tile must be a positive multiple of {STRIDE} pixels, got {tile}")
@@ -152,8 +156,13 @@ def apply_tiled(params, content, style, alpha=1.0, *, tile: int = DEFAULT_TILE):
     for i, image in enumerate(batch):
         k = i if style_mean.shape[0] > 1 else 0
         feat = encode_tiled(params, image, tile)
-        content_stats = mean_std_float64(feat)
-        outputs.append(decode_tiled(params, feat, content_stats, (style_mean[k], style_std[k]),
+        if content_stats is None:
+            stats = mean_std_float64(feat)
+        elif callable(content_stats):
+            stats = content_stats(*mean_std_float64(feat))
+        else:
+            stats = tuple(np.reshape(x, -1) for x in content_stats)
+        outputs.append(decode_tiled(params, feat, stats, (style_mean[k], style_std[k]),
                                     alpha, image.shape[:2], tile))
         del feat
     return outputs[0] if single else np.stack(outputs)

@@ -212,7 +212,7 @@ def _check_alpha(alpha):
 
 
 def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
-          preserve_color=False, dtype=None):
+          preserve_color=False, dtype=None, content_stats=None):
     """Stylise `content` with `style`: T(c, s, alpha) = g((1 - alpha) f(c) + alpha AdaIN(f(c), f(s))).
 
     content: (N, H, W, 3) or (H, W, 3), float in [0, 1] or uint8 (divided by 255). The
@@ -229,6 +229,9 @@ def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
     dtype: None or float32 (default); bfloat16 (or float16) runs the encoder and decoder
         convolutions in it, for accelerators. The parameters are cast for the computation,
         not changed; AdaIN's statistics, the blend and the output stay float32.
+    content_stats: a `StyleStats`-shaped (mean, std), each (N or 1, C), used in Eq. 8 in
+        place of each content image's own mu(f(c)) and sigma(f(c)): e.g. a whole video's
+        (`encode_content_stats`, temporal.py). Not with masks (they take region statistics).
 
     Called outside jit, it runs one compiled program per input shape (compiled on the
     first call with that shape, then reused); inside jit, vmap or grad it traces inline.
@@ -242,20 +245,45 @@ def apply(params, content, style, alpha=1.0, *, style_weights=None, masks=None,
             style = as_float_images(style, "style")
     if style_weights is not None and not isinstance(style_weights, jax.core.Tracer):
         style_weights = jnp.asarray(style_weights, jnp.float32)
+    if content_stats is not None and masks is not None:
+        raise ValueError("give content_stats or masks, not both: masks take each region's "
+                         "own statistics")
     return _apply_jit(params, content, style, alpha, style_weights, masks,
-                      _color_mode(preserve_color), compute_dtype(dtype))
+                      _color_mode(preserve_color), compute_dtype(dtype), content_stats)
 
 
-def _apply(params, content, style, alpha, style_weights, masks, color_mode, dtype=None):
+def encode_content_stats(params, content, *, preserve_color=False, dtype=None) -> StyleStats:
+    """AdaIN-layer mean and std of each content image, (N, C) each, float32: the mu(f(c))
+    and sigma(f(c)) of Eq. 8 as `apply` computes them (of the luminance image with
+    preserve_color="luminance"). Pool or average them and pass them back to `apply` as
+    `content_stats` (temporal.py does, for video)."""
+    content = as_float_images(content, "content")
+    return _content_stats_jit(params, content, _color_mode(preserve_color),
+                              compute_dtype(dtype))
+
+
+def _content_feat(params, content, color_mode, dtype):
+    content_in = ops.luminance_image(content) if color_mode == "luminance" else content
+    content_feat = ops.upcast(encode(params, content_in, dtype=dtype))
+    _check_feature_size(content_feat, "content")
+    return content_feat
+
+
+@functools.partial(jax.jit, static_argnames=("color_mode", "dtype"))
+def _content_stats_jit(params, content, color_mode=None, dtype=None) -> StyleStats:
+    return StyleStats(*ops.mean_std(_content_feat(params, _batched(content)[0], color_mode,
+                                                  dtype)))
+
+
+def _apply(params, content, style, alpha, style_weights, masks, color_mode, dtype=None,
+           content_stats=None):
     content, unbatched = _batched(content)
     n, h, w, _ = content.shape
     if style_weights is not None and masks is not None:
         raise ValueError("give style_weights or masks, not both")
     multi = style_weights is not None or masks is not None
 
-    content_in = ops.luminance_image(content) if color_mode == "luminance" else content
-    content_feat = ops.upcast(encode(params, content_in, dtype=dtype))
-    _check_feature_size(content_feat, "content")
+    content_feat = _content_feat(params, content, color_mode, dtype)
     style_mean, style_std = _style_stats(params, style, content, color_mode, multi, dtype)
 
     if masks is not None:
@@ -277,7 +305,13 @@ def _apply(params, content, style, alpha, style_weights, masks, color_mode, dtyp
             raise ValueError(f"{style_mean.shape[0]} styles for {n} content images")
         style_mean = jnp.broadcast_to(style_mean, (n,) + style_mean.shape[1:])
         style_std = jnp.broadcast_to(style_std, (n,) + style_std.shape[1:])
-        t = ops.adain_from_stats(content_feat, *ops.mean_std(content_feat), style_mean, style_std)
+        if content_stats is None:
+            content_mean, content_std = ops.mean_std(content_feat)
+        else:
+            content_mean, content_std = (
+                jnp.broadcast_to(jnp.asarray(x, content_feat.dtype), (n, content_feat.shape[-1]))
+                for x in content_stats)
+        t = ops.adain_from_stats(content_feat, content_mean, content_std, style_mean, style_std)
 
     t = ops.blend_alpha(t, content_feat, alpha)
     out = ops.upcast(decode(params, t, size=(h, w), dtype=dtype))
