@@ -29,6 +29,15 @@ row per label x content x style) and one contact sheet per method, sheet_<label>
 table of means and standard deviations is printed. Exit status 0, or 1 on a usage or file
 error.
 
+Video (`--video CLIP --style IMAGE`): the clip is stylised with each --temporal mode of
+stylize.py (default: all four) and measured per mode: the warping error of Lai et al.
+(ECCV 2018; `temporal.warping_error`) at frame intervals 1 and 5, its flow estimated by
+Farneback's method (not the DIS flow the flow modes use); the content and style losses
+above, averaged over frames; and seconds per frame (the whole mode, flow and first pass
+included, after a warm-up run on the first frames). Frames are resized as stylize.py
+does (--size: shorter side; 0 keeps the size). Outputs: video_results.csv in --out, one
+row per mode, and the table printed.
+
 Contact sheet layout: a grid of (1 + contents) rows x (1 + styles) columns of square cells
 of --thumb px, separated and surrounded by SHEET_GAP px of white: the top row holds the
 style images (the top-left cell is white), the left column the content images, and cell
@@ -52,6 +61,7 @@ import numpy as np
 
 from adain_jax import architectures, gatys, images, losses, outputs, transfer, weights
 from adain_jax.cli import Parser, run_main, setup_logging
+from adain_jax.configs import TEMPORAL_MODES
 from adain_jax.models import CONTENT_LAYER, STYLE_LAYERS
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,9 @@ THUMB = 128
 SHEET_GAP = 4
 MIN_SIZE = 32  # DenseNet's stride-16 map needs 2 x 2 positions for a std
 CSV_COLUMNS = ("method", "content", "style", "content_loss", "style_loss", "seconds")
+VIDEO_COLUMNS = ("temporal", "frames", "warping_error_1", "warping_error_5", "content_loss",
+                 "style_loss", "seconds_per_frame")
+WARM_UP_FRAMES = 2
 ADAIN_ARCHS = {"adain-vgg": "vgg19", "adain-densenet": "densenet121"}
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # safe in a file name (sheet_LABEL.png)
 
@@ -224,6 +237,49 @@ def evaluate(methods, contents: dict, styles: dict, vgg_params, *, thumb: int = 
     return rows, sheets
 
 
+def evaluate_video(params, clip: Path, style: Path, modes, *, size: int = SIZE,
+                   progress: bool = False) -> list[dict]:
+    """One row (VIDEO_COLUMNS) per temporal mode for `clip` stylised with `style` by
+    `params` (AdaIN weights with a VGG-19 encoder, which also measures the losses)."""
+    from adain_jax import stylize_files, temporal, video
+    from adain_jax.configs import Settings
+
+    with video.VideoReader(clip) as reader:
+        first = [frame for _, frame in zip(range(WARM_UP_FRAMES), reader)]
+    rows = []
+    for mode in modes:
+        settings = Settings(content_size=size, style_size=size, temporal=mode)
+        job = stylize_files.Job(clip, (style,), clip.with_suffix(".unused.mkv"))
+        styles = stylize_files._Styles(params, settings, {style: 2})
+        list(stylize_files.video_outputs(params, job, first, settings, styles))  # compile
+        with video.VideoReader(clip) as reader:
+            frames = list(reader)
+        start = time.perf_counter()
+        outs = list(stylize_files.video_outputs(params, job, frames, settings, styles,
+                                                progress=progress))
+        seconds = (time.perf_counter() - start) / len(outs)
+        contents = [stylize_files._prepare_frame(f, settings, even=False) for f in frames]
+        style_image = jnp.asarray(styles.image(style))[None]
+        losses_ = [measure(params["encoder"], jnp.asarray(o)[None], jnp.asarray(c)[None],
+                           style_image) for c, o in zip(contents, outs)]
+        content_loss, style_loss = (float(np.mean(x)) for x in zip(*losses_))
+        rows.append(dict(zip(VIDEO_COLUMNS, (
+            mode, len(outs), temporal.warping_error(contents, outs, 1),
+            temporal.warping_error(contents, outs, 5), content_loss, style_loss, seconds))))
+        log.info("%s: warping error %.5f (interval 1), %.3f s per frame", mode,
+                 rows[-1]["warping_error_1"], seconds)
+    return rows
+
+
+def format_video_table(rows) -> str:
+    head = f"{'temporal':<11} {'frames':>6} {'warp@1':>9} {'warp@5':>9} {'content':>9} " \
+           f"{'style':>9} {'s/frame':>8}"
+    lines = [head] + [f"{r['temporal']:<11} {r['frames']:>6} {r['warping_error_1']:>9.5f} "
+                      f"{r['warping_error_5']:>9.5f} {r['content_loss']:>9.4f} "
+                      f"{r['style_loss']:>9.4f} {r['seconds_per_frame']:>8.3f}" for r in rows]
+    return "\n".join(lines)
+
+
 # ---- Reporting ---------------------------------------------------------------------------
 
 def sheet_shape(num_contents: int, num_styles: int, thumb: int, gap: int = SHEET_GAP):
@@ -328,8 +384,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     from adain_jax.download import default_weights_path
 
     parser = Parser(prog=PROG, description=__doc__)
-    parser.add_argument("--content", required=True, metavar="DIR", help="content images folder")
-    parser.add_argument("--style", required=True, metavar="DIR", help="style images folder")
+    parser.add_argument("--content", metavar="DIR", help="content images folder")
+    parser.add_argument("--style", required=True, metavar="DIR",
+                        help="style images folder (a style image with --video)")
+    parser.add_argument("--video", metavar="CLIP",
+                        help="measure temporal consistency on this video instead (see above)")
+    parser.add_argument("--temporal", nargs="+", choices=TEMPORAL_MODES,
+                        default=list(TEMPORAL_MODES), metavar="MODE",
+                        help="--video: the stylize.py --temporal modes to measure, of "
+                             f"{', '.join(TEMPORAL_MODES)} (default: all)")
     parser.add_argument("--methods", nargs="+", default=["adain-vgg"], metavar="METHOD",
                         help="adain-vgg[:FILE], adain-densenet:FILE, gatys[:meanstd|gram]; "
                              "FILE may be NAME=FILE to label the method NAME "
@@ -342,7 +405,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="first N content images by name (default: %(default)s)")
     parser.add_argument("--num-styles", type=_positive, default=NUM_STYLES, metavar="N",
                         help="first N style images by name (default: %(default)s)")
-    parser.add_argument("--size", type=_positive, default=SIZE, metavar="PX",
+    parser.add_argument("--size", type=int, default=SIZE, metavar="PX",
                         help="resize the shorter side to PX and crop the centre square, for "
                              f"every image (>= {MIN_SIZE}; default: %(default)s)")
     parser.add_argument("--gatys-steps", type=_positive, default=gatys.STEPS, metavar="N",
@@ -356,6 +419,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if (args.content is None) == (args.video is None):
+        parser.error("give --content DIR (images) or --video CLIP, one of them")
+    if args.video is not None:
+        if args.size < MIN_SIZE and args.size != 0:
+            parser.error(f"--size must be 0 or at least {MIN_SIZE}, got {args.size}")
+        return args
     if args.size < MIN_SIZE:
         parser.error(f"--size must be at least {MIN_SIZE}, got {args.size}")
     return args
@@ -379,6 +448,8 @@ def main(argv=None) -> int:
         if architectures.detect(vgg_params).name != "vgg19":
             raise UsageError(f"{vgg_path}: --vgg needs a VGG-19 encoder")
         vgg_params = jax.device_put(vgg_params)  # not copied again for every image
+        if args.video is not None:
+            return _main_video(args, vgg_path, out)
         methods = parse_methods(args.methods, vgg_path, vgg_params,
                                 gatys_steps=args.gatys_steps,
                                 gatys_optimizer=args.gatys_optimizer)
@@ -404,6 +475,35 @@ def main(argv=None) -> int:
     except images.ImageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _main_video(args, weights_path: Path, out: Path) -> int:
+    from adain_jax import video
+
+    params = jax.device_put(weights.load_params(weights_path))
+    if architectures.detect(params).name != "vgg19":
+        raise UsageError(f"{weights_path}: --video needs VGG-19 AdaIN weights")
+    clip, style = Path(args.video), Path(args.style)
+    if not style.is_file():
+        raise UsageError(f"{style}: --style must be an image file with --video")
+    images.load_image(style)  # a bad style file: one line, before any work
+    try:
+        rows = evaluate_video(params, clip, style, args.temporal, size=args.size,
+                              progress=not args.quiet)
+    except video.VideoError as err:
+        raise UsageError(str(err)) from None
+    print(format_video_table(rows))
+    path = out / "video_results.csv"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=VIDEO_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot write ({outputs.reason(err)})") from None
+    log.info("wrote %s", path)
     return 0
 
 

@@ -33,9 +33,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from adain_jax import architectures, images, outputs, tiling, transfer, video
+from adain_jax import (animation, architectures, images, outputs, temporal, tiling, transfer,
+                       video)
 from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_VIDEO_EXT, GATYS_OPTIMIZERS,
-                               GATYS_STYLE_LOSSES, METHODS, Settings)
+                               GATYS_STYLE_LOSSES, METHODS, TEMPORAL_MODES, Settings)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,24 @@ def _check_settings(settings: Settings, styles: Sequence[Path], style_is_folder:
     if settings.style_weights is not None:
         if min(settings.style_weights) < 0 or sum(settings.style_weights) <= 0:
             raise UsageError("--style-weights must be >= 0 with a positive sum")
+    _check_temporal(settings)
+
+
+def _check_temporal(settings: Settings):
+    if settings.temporal not in TEMPORAL_MODES:
+        raise UsageError(f"--temporal must be one of {', '.join(TEMPORAL_MODES)}, got "
+                         f"{settings.temporal!r}")
+    if not 0.0 <= settings.temporal_weight < 1.0:
+        raise UsageError(f"--temporal-weight must be in [0, 1), got {settings.temporal_weight}")
+    if settings.stats_momentum is not None:
+        if not 0.0 <= settings.stats_momentum < 1.0:
+            raise UsageError(f"--stats-momentum must be in [0, 1), got "
+                             f"{settings.stats_momentum}")
+        if not temporal.uses_stats(settings.temporal):
+            raise UsageError("--stats-momentum needs --temporal stats or stats+flow")
+    if temporal.uses_stats(settings.temporal) and settings.masks is not None:
+        raise UsageError(f"--temporal {settings.temporal} cannot be used with --mask: masks "
+                         "take each region's own statistics in every frame")
 
 
 def plan_jobs(content, styles: Sequence, *, output=None, ext: str | None = None,
@@ -184,9 +203,9 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str | None = None,
     in one is named by its path there (`sub-name`). `output` ending in an image or video
     extension is the output file (only for a single output); an existing folder, a name
     ending in "/" or one without an extension is a folder (default `output/`), where
-    images are written as `ext` (default png) and content videos as `video_ext` (default
-    mp4). Any other extension is refused, and so is an `ext` or `video_ext` that differs
-    from the output file's.
+    images are written as `ext` (default png), content videos as `video_ext` (default
+    mp4) and animated GIF, WebP and PNG contents in their own format. Any other extension
+    is refused, and so is an `ext` or `video_ext` that differs from the output file's.
     """
     styles = [Path(s) for s in styles]
     if not styles:
@@ -223,6 +242,10 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str | None = None,
     if settings.method == "gatys" and any(video.is_video_path(c) for c in contents):
         raise UsageError("--method gatys cannot stylise videos (one optimisation per frame "
                          "would take hours); use --method adain")
+    animated = {c for c in contents if animation.is_animated(c)}  # from headers only
+    if settings.method == "gatys" and animated:
+        raise UsageError(f"--method gatys cannot stylise animations ({min(animated)} has "
+                         "several frames); use --method adain")
     style_names = {}  # a style folder's files, by their path in it: sub/a.jpg -> sub-a
     if folder_styles:
         style_sets = [(s,) for s in list_images(folder_styles[0], "style", exclude=exclude)]
@@ -240,8 +263,9 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str | None = None,
         _check_output_file(contents[0], output)
         is_video = video.is_video_path(contents[0])
         flag, given = ("--video-ext", video_ext) if is_video else ("--ext", ext)
-        if (video_ext_given if is_video else ext_given) and not _same_format(f"x.{given}",
-                                                                             output):
+        # an animation takes its output file's format: --ext does not apply to it
+        if (contents[0] not in animated and (video_ext_given if is_video else ext_given)
+                and not _same_format(f"x.{given}", output)):
             raise UsageError(f"{flag} {given} and --output {output} disagree; give one of them")
         jobs = [Job(contents[0], style_sets[0], output)]
     else:
@@ -253,10 +277,17 @@ def plan_jobs(content, styles: Sequence, *, output=None, ext: str | None = None,
             # a content in a subfolder goes to the same subfolder of the output folder
             sub = c.relative_to(content_root).parent if content_root.is_dir() else Path()
             folder = output / sub
+            if video.is_video_path(c):
+                suffix = video_ext
+            elif c in animated:
+                # an animation keeps its own format whatever --ext says: a still format
+                # would lose the frames, and each of the three holds what the source held
+                suffix = c.suffix.lower().lstrip(".")
+            else:
+                suffix = ext
             for s in style_sets:
                 names = [style_names[s[0]]] if style_names else None
-                name = output_name(c, s, video_ext if video.is_video_path(c) else ext,
-                                   settings, names)
+                name = output_name(c, s, suffix, settings, names)
                 jobs.append(Job(c, s, folder / name))
 
     inputs = {p.resolve(): p for p in [*contents, *styles, *(settings.masks or ())]}
@@ -301,7 +332,13 @@ def check_outputs(jobs: Sequence[Job]) -> None:
 
 
 def _check_output_file(content: Path, output: Path) -> None:
-    """An output file name must suit its content: an image for an image, a video for a video."""
+    """An output file name must suit its content: an image for an image, a video for a
+    video, and a GIF, WebP or PNG name for an animation (written in that format)."""
+    if animation.is_animated(content):
+        if output.suffix.lower() not in animation.ANIMATED_FORMATS:
+            raise UsageError(f"--output {output}: {content} is an animation; name a "
+                             f"{', '.join(animation.ANIMATED_EXTENSIONS)} file or a folder")
+        return
     if video.is_video_path(content):
         if not video.can_write(output):
             raise UsageError(f"--output {output}: {content} is a video; name a "
@@ -319,10 +356,19 @@ def _check_output_file(content: Path, output: Path) -> None:
 
 @functools.partial(jax.jit, static_argnames=("preserve_color", "dtype"))
 def _stylize(params, content, style, alpha, style_weights, masks, preserve_color,
-             dtype="float32"):
+             dtype="float32", content_stats=None, running=None):
+    """The clipped output; with `running` (temporal.running_stats' state, momentum and
+    started flag), also the content statistics each frame used. The content is encoded
+    once: XLA merges the statistics' encoder with apply's (one program, no second pass)."""
+    if running is not None:
+        own = transfer.encode_content_stats(params, content, preserve_color=preserve_color,
+                                            dtype=dtype)
+        content_stats = temporal.running_stats(*own, *running)
     out = transfer.apply(params, content, style, alpha, style_weights=style_weights,
-                         masks=masks, preserve_color=preserve_color, dtype=dtype)
-    return jnp.clip(out, 0.0, 1.0)
+                         masks=masks, preserve_color=preserve_color, dtype=dtype,
+                         content_stats=content_stats)
+    out = jnp.clip(out, 0.0, 1.0)
+    return out if running is None else (out, content_stats)
 
 
 def prepare(loaded: images.LoadedImage, size: int, crop: bool):
@@ -418,10 +464,13 @@ def stylize_job(params, job: Job, settings: Settings, styles: _Styles,
                 progress: bool = False) -> None:
     """Stylise one job and write its output; raises ImageError for a bad input file.
 
-    progress: a bar over the optimisation steps (method "gatys" only).
+    progress: a bar over the optimisation steps (method "gatys"), or over the frames of
+    a video or an animation.
     """
     if video.is_video_path(job.content):
         return stylize_video_job(params, job, settings, styles, progress=progress)
+    if animation.is_animated(job.content):
+        return stylize_animation_job(params, job, settings, styles, progress=progress)
     rgb, alpha = prepare(images.load_image(job.content), settings.content_size, settings.crop)
     height, width = rgb.shape[:2]
     content = fit_min_side(rgb, styles.min_side)
@@ -452,9 +501,6 @@ def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
     video.Interrupted, a KeyboardInterrupt that names the partial file.
     """
     even = video.needs_even_sides(job.output)
-    batch_size = settings.video_batch
-    if settings.masks is not None or settings.preserve_color:
-        batch_size = 1  # per-frame masks resizing and colour matching: one frame at a time
     with video.VideoReader(job.content) as reader, \
             video.interrupts_between_frames() as interrupt:
         if reader.other_streams:
@@ -470,13 +516,12 @@ def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
 
         try:
             with bar, writer:  # takes the output's lock: refused here if another run has it
-                for frames in video.batches(reader, batch_size):
-                    for out in _stylize_frames(params, frames, job, settings, styles, even,
-                                               batch_size):
-                        writer.write(out)
-                    bar.update(len(frames))
-                    if interrupt.requested:  # here no PyAV or XLA call is under way
-                        raise KeyboardInterrupt
+                for out in video_outputs(params, job, reader, settings, styles, even=even,
+                                         interrupt=interrupt, progress=progress):
+                    writer.write(out)
+                    bar.update(1)
+                if interrupt.requested:  # after the last batch: stop the run here
+                    raise KeyboardInterrupt
                 if not writer.written:
                     raise video.VideoError(job.content, "no video frames could be decoded")
         except KeyboardInterrupt:  # ours, or a second Ctrl-C from anywhere
@@ -492,39 +537,119 @@ def stylize_video_job(params, job: Job, settings: Settings, styles: _Styles,
             raise video.Interrupted(job.output, None, writer.written)
 
 
-def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_size: int):
-    """Stylised frames (float32 HWC), at the preprocessed size of `frames`."""
-    prepared = []
-    for frame in frames:
-        rgb, _ = prepare(images.LoadedImage(frame, None), settings.content_size, settings.crop)
-        if even:  # drop a last odd row / column rather than resample again
-            height, width = video.even_shape(*rgb.shape[:2])
-            rgb = rgb[:height, :width]
-        prepared.append(rgb)
+def video_outputs(params, job: Job, frames, settings: Settings, styles: _Styles, *,
+                  even: bool = False, interrupt=None, progress: bool = False):
+    """The stylised frames of `frames` (an iterable of (H, W, 3) frames in [0, 1], e.g. a
+    VideoReader of `job.content`) for `job`, in order, with `settings.temporal`.
+
+    `--temporal stats` without momentum first reads `job.content` once more for the
+    content statistics. `interrupt.requested` (video.interrupts_between_frames) is
+    honoured between batches by raising KeyboardInterrupt; nothing is under way then.
+    even: drop a last odd row or column of each frame (for H.264 outputs).
+    """
+    batch_size = settings.video_batch
+    if settings.masks is not None or settings.preserve_color:
+        batch_size = 1  # per-frame masks resizing and colour matching: one frame at a time
+    requested = lambda: interrupt is not None and interrupt.requested
+    state = temporal.VideoState(settings.temporal, settings.temporal_weight,
+                                settings.stats_momentum)
+    if state.needs_first_pass:
+        state.first_pass(_video_stats(params, job, settings, styles, even, requested,
+                                      progress))
+    for batch in video.batches(frames, batch_size):
+        if requested():  # here no PyAV or XLA call is under way
+            raise KeyboardInterrupt
+        yield from _stylize_frames(params, batch, job, settings, styles, even, batch_size,
+                                   state)
+
+
+def _prepare_frame(frame: np.ndarray, settings: Settings, even: bool) -> np.ndarray:
+    """A video frame as the images' preprocessing leaves it (--content-size, --crop); for
+    H.264 a last odd row or column is dropped (yuv420p needs even sides), not resampled."""
+    rgb, _ = prepare(images.LoadedImage(frame, None), settings.content_size, settings.crop)
+    if even:
+        height, width = video.even_shape(*rgb.shape[:2])
+        rgb = rgb[:height, :width]
+    return rgb
+
+
+def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_size: int,
+                    state: temporal.VideoState):
+    """Stylised frames (float32 HWC), at the preprocessed size of `frames`, in order."""
+    prepared = [_prepare_frame(frame, settings, even) for frame in frames]
     height, width = prepared[0].shape[:2]
     contents = [fit_min_side(rgb, styles.min_side) for rgb in prepared]
     # Pad a short last batch with copies so one compiled shape serves the whole video.
     contents += contents[-1:] * (batch_size - len(contents))
-    out = np.asarray(_adain(params, np.stack(contents), job, settings, styles))
-    for frame_out in out[: len(frames)]:
+    out = _adain(params, np.stack(contents), job, settings, styles, state=state,
+                 real=len(frames))
+    for rgb, frame_out in zip(prepared, np.asarray(out)[: len(frames)]):
         if frame_out.shape[:2] != (height, width):
             frame_out = np.clip(images.resize(frame_out, height, width), 0.0, 1.0)
-        yield frame_out
+        yield state.blend(rgb, frame_out)
+
+
+def _video_stats(params, job: Job, settings: Settings, styles: _Styles, even: bool,
+                 requested, progress: bool):
+    """(mean, std, positions) of the content statistics of up to STATS_FRAMES evenly
+    spaced frames, for `--temporal stats`: a first pass over the video."""
+    with video.VideoReader(job.content) as reader:
+        count = reader.frames or sum(1 for _ in video.VideoReader(job.content))
+        wanted = set(temporal.sample_indices(count))
+        with tqdm(total=len(wanted), disable=not progress, file=sys.stderr, unit="frame",
+                  leave=False, desc=f"{job.output.name}: statistics") as bar:
+            for index, frame in enumerate(reader):
+                if requested():
+                    raise KeyboardInterrupt
+                if index not in wanted:
+                    continue
+                content = fit_min_side(_prepare_frame(frame, settings, even), styles.min_side)
+                if _tiled(params, content, job, settings):
+                    feat = tiling.encode_tiled(params, content)
+                    mean, std = (x[None] for x in tiling.mean_std_float64(feat))
+                else:
+                    mean, std = transfer.encode_content_stats(
+                        params, content, preserve_color=settings.preserve_color or False,
+                        dtype=settings.dtype)
+                rows, cols = (architectures.detect(params).feature_size(n)
+                              for n in content.shape[:2])
+                yield np.asarray(mean), np.asarray(std), rows * cols
+                bar.update(1)
+
+
+def _tiled(params, content: np.ndarray, job: Job, settings: Settings) -> bool:
+    """Whether `content` goes through tiling.apply_tiled (see TILE_ABOVE_PIXELS)."""
+    height, width = content.shape[-3:-1]
+    return (height * width > TILE_ABOVE_PIXELS and len(job.styles) == 1
+            and settings.masks is None and not settings.preserve_color
+            and architectures.detect(params).name == "vgg19")
 
 
 def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _Styles,
-           reused: bool = True):
+           reused: bool = True, state: temporal.VideoState | None = None, real: int = 0):
     """Stylise (H, W, 3) or (N, H, W, 3) content for `job` (N only without masks).
 
-    reused: whether these styles serve later calls for this job (a video's frames)."""
+    reused: whether these styles serve later calls for this job (a video's frames).
+    state: a video's temporal state, whose content statistics the frames use (the first
+    `real` of them are frames, the rest padding)."""
     height, width = content.shape[-3:-1]
-    if (height * width > TILE_ABOVE_PIXELS and len(job.styles) == 1
-            and settings.masks is None and not settings.preserve_color
-            and architectures.detect(params).name == "vgg19"):
+    content_stats = None if state is None else state.content_stats
+    running = None if state is None else state.running(
+        lambda: _channels(params, styles.min_side))
+    if _tiled(params, content, job, settings):
         if settings.dtype != "float32":
             _warn_once(f"warning: --dtype {settings.dtype} is not used for images above "
                        f"{TILE_ABOVE_PIXELS} pixels, which are stylised in tiles in float32")
-        out = tiling.apply_tiled(params, content, styles.for_apply(job.styles), settings.alpha)
+        if running is not None:
+            def running_average(mean, std):  # each frame's in turn, on the host
+                used = temporal.running_stats(mean[None].astype(np.float32),
+                                              std[None].astype(np.float32),
+                                              *state.running(lambda: mean.shape[-1]))
+                state.advance(used[0][0], used[1][0])
+                return tuple(np.asarray(x[0]) for x in used)
+        out = tiling.apply_tiled(params, content, styles.for_apply(job.styles), settings.alpha,
+                                 content_stats=content_stats if running is None
+                                 else running_average)
         return np.clip(out, 0.0, 1.0)
     masks = None
     if settings.masks is not None:
@@ -532,10 +657,22 @@ def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _S
     style_weights = settings.style_weights
     if style_weights is None and masks is None and len(job.styles) > 1:
         style_weights = (1.0,) * len(job.styles)  # equal interpolation weights
-    return _stylize(params, content, styles.for_apply(job.styles, reused),
-                    np.float32(settings.alpha),  # a NumPy scalar: no program to make it
-                    None if style_weights is None else np.asarray(style_weights, np.float32),
-                    masks, settings.preserve_color or False, settings.dtype)
+    out = _stylize(params, content, styles.for_apply(job.styles, reused),
+                   np.float32(settings.alpha),  # a NumPy scalar: no program to make it
+                   None if style_weights is None else np.asarray(style_weights, np.float32),
+                   masks, settings.preserve_color or False, settings.dtype,
+                   content_stats, running)
+    if running is None:
+        return out
+    out, (mean, std) = out
+    state.advance(mean[real - 1], std[real - 1])  # the last real frame's, not padding's
+    return out
+
+
+def _channels(params, side: int) -> int:
+    """C at the AdaIN layer (from shapes only: no computation)."""
+    return jax.eval_shape(lambda p: transfer.encode(p, jnp.zeros((1, side, side, 3))),
+                          params).shape[-1]
 
 
 @functools.lru_cache(maxsize=None)
@@ -584,3 +721,41 @@ def run(params, jobs: Sequence[Job], settings: Settings = Settings(), *,
         else:
             log.debug("wrote %s", job.output)
     return failures
+
+
+def stylize_animation_job(params, job: Job, settings: Settings, styles: _Styles,
+                          progress: bool = False) -> None:
+    """Stylise an animated GIF, WebP or PNG content frame by frame, the style encoded once,
+    into an animation in `job.output`'s format with the source's durations and loop count.
+
+    Each frame is what the animation displays there (`animation.load_animation`) and gets
+    the images' preprocessing (--content-size, --crop); its alpha is kept. The file is
+    written when every frame is done, so a failure or Ctrl-C part-way leaves none. A
+    first Ctrl-C stops after the frame being stylised (see stylize_video_job).
+    """
+    if settings.method != "adain":  # plan_jobs refuses this first
+        raise images.ImageError(job.content, f"--method {settings.method} cannot stylise "
+                                "animations; use --method adain")
+    source = animation.load_animation(job.content)
+    frames, alphas = [], []
+    with video.interrupts_between_frames() as interrupt, \
+            tqdm(total=len(source.frames), disable=not progress, file=sys.stderr,
+                 unit="frame", leave=False, desc=job.output.name) as bar:
+        for i, frame in enumerate(source.frames):
+            alpha = None if source.alphas is None else source.alphas[i]
+            rgb, alpha = prepare(images.LoadedImage(frame, alpha), settings.content_size,
+                                 settings.crop)
+            source.frames[i] = None  # done with it: hold one copy of the animation, not two
+            height, width = rgb.shape[:2]
+            out = np.asarray(_adain(params, fit_min_side(rgb, styles.min_side), job, settings,
+                                    styles, reused=True))
+            if out.shape[:2] != (height, width):
+                out = np.clip(images.resize(out, height, width), 0.0, 1.0)
+            frames.append(out)
+            alphas.append(alpha)
+            bar.update(1)
+            if interrupt.requested:  # here no XLA call is under way
+                raise KeyboardInterrupt
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    animation.save_animation(job.output, frames, source.durations, source.loop,
+                             None if source.alphas is None else alphas)

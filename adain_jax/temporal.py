@@ -213,25 +213,29 @@ class FlowBlender:
 
 # ---- the metric ------------------------------------------------------------------------------
 
-def warping_error(contents, outputs, interval: int = 1, method: str = "farneback") -> float:
+def warping_error(contents, outputs, interval: int = 1, method="farneback") -> float:
     """Lai et al.'s warping error of `outputs` (a stylised video) over its `contents`.
 
     For each pair (t - interval, t): flow from content t to content t - interval, output
     t - interval warped onto frame t, and the squared difference with output t summed over
     RGB and averaged over the non-occluded pixels (`consistent`); then the mean over
-    pairs. Frames are (H, W, 3) in [0, 1]. NaN when the video has no such pair.
+    pairs. Frames are (H, W, 3) in [0, 1]. Pairs with no pixel visible in both are left
+    out; NaN when no pair is left.
+    method: a `Flow` method name, or any function (gray a, gray b) -> flow as `Flow`'s.
     """
     contents, outputs = list(contents), list(outputs)
     if len(contents) != len(outputs):
         raise ValueError(f"{len(contents)} content frames for {len(outputs)} outputs")
-    flow = Flow(method)
+    flow = method if callable(method) else Flow(method)
     grays = [gray(c) for c in contents]
     errors = []
     for t in range(interval, len(contents)):
         back = flow(grays[t], grays[t - interval])
         mask = consistent(back, flow(grays[t - interval], grays[t]))
+        if not mask.any():  # nothing visible in both frames: no error to count
+            continue
         diff = np.asarray(outputs[t], np.float64) - warp(outputs[t - interval], back)
-        errors.append(float(np.sum(np.sum(diff**2, axis=-1) * mask) / max(mask.sum(), 1)))
+        errors.append(float(np.sum(np.sum(diff**2, axis=-1) * mask) / mask.sum()))
     return float(np.mean(errors)) if errors else float("nan")
 
 

@@ -15,7 +15,8 @@ from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
                            start_compile_cache, work_starts)
 from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_SIZE, DEFAULT_VIDEO_BATCH,
                                DEFAULT_VIDEO_EXT, GATYS_OPTIMIZERS, GATYS_STYLE_LOSSES,
-                               DTYPE_CHOICES, DTYPES, METHODS, Settings)
+                               DTYPE_CHOICES, DTYPES, METHODS, STATS_FRAMES, TEMPORAL_MODES,
+                               TEMPORAL_WEIGHT, Settings)
 from adain_jax.download import default_weights_path
 
 PROG = "stylize.py"
@@ -50,6 +51,18 @@ videos:
   second run writing the same video at the same time fails for that output.
   Needs PyAV: pip install 'adain-jax[video]'.
 
+video flicker (--temporal):
+  Per-frame AdaIN normalises each frame by its own content statistics, so a bright
+  object entering, a change of light or a pan makes the whole frame's colours and
+  texture jump. stats takes the content statistics over the whole video instead (a first
+  pass over %(stats_frames)d evenly spaced frames), or as a running average with
+  --stats-momentum M (s = M s_before + (1 - M) s_frame; one pass, for long videos).
+  flow blends each output with the previous output carried along the optical flow of
+  the content (OpenCV's DIS), by --temporal-weight, except where the flow does not hold
+  both ways (pixels just uncovered, or occluded), which come from the frame alone.
+  stats+flow does both. Flow needs OpenCV: pip install 'adain-jax[video]'. The warping
+  error they reduce is measured by python -m adain_jax.evaluate --video CLIP.
+
 methods:
   adain (default) runs the encoder, AdaIN and the trained decoder once per output.
   gatys optimises each output image itself (Gatys et al. 2016) with the same encoder,
@@ -62,7 +75,7 @@ exit status: 0 when every output was written; 1 on a usage error, a missing weig
 file, an output folder that cannot be written (found before any work), or when any
 output failed (each failure is listed at the end, one line per file);
 130 when interrupted (Ctrl-C).
-"""
+""".replace("%(stats_frames)d", str(STATS_FRAMES))
 
 
 def _alpha(text: str) -> float:
@@ -144,8 +157,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"that has a dot with / (out.v2/) (default: {DEFAULT_OUTPUT}/)")
     # None when not given, so that one disagreeing with an --output file can be refused
     parser.add_argument("--ext", choices=("png", "jpg", "jpeg", "webp", "bmp"),
-                        help="format of the files written to an output folder "
-                             "(default: png)")
+                        help="format of the images written to an output folder; an "
+                             "animated GIF, WebP or PNG content is written as an animation "
+                             "in its own format whatever this says (default: png)")
     parser.add_argument("--video-ext", choices=("mp4", "mkv"),
                         help="format of videos written to an output folder: mp4 (H.264) or "
                              f"mkv (lossless FFV1) (default: {DEFAULT_VIDEO_EXT})")
@@ -153,6 +167,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="N",
                         help="video frames stylised per call; more can be faster on a GPU "
                              "(default: %(default)s)")
+    parser.add_argument("--temporal", choices=TEMPORAL_MODES, default="none",
+                        help="temporal consistency of content videos: none (frame by frame), "
+                             "stats, flow or stats+flow; see 'video flicker' below "
+                             "(default: %(default)s)")
+    parser.add_argument("--temporal-weight", type=float, default=TEMPORAL_WEIGHT, metavar="W",
+                        help="flow: the previous output's share in each blended pixel, in "
+                             "[0, 1) (default: %(default)s)")
+    parser.add_argument("--stats-momentum", type=float, metavar="M",
+                        help="stats: a running average of the content statistics with this "
+                             "momentum in [0, 1), instead of a first pass (default: first pass)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                         help="compute dtype of the convolutions: bf16 is faster on GPUs and "
                              "TPUs (AdaIN's statistics stay float32; outputs differ from "
@@ -193,7 +217,8 @@ def main(argv=None) -> int:
         preserve_color=args.preserve_color, content_size=args.content_size,
         style_size=args.style_size, crop=args.crop, method=args.method, steps=args.steps,
         optimizer=args.optimizer, style_loss=args.style_loss, video_batch=args.video_batch,
-        dtype=DTYPES[args.dtype])
+        dtype=DTYPES[args.dtype], temporal=args.temporal,
+        temporal_weight=args.temporal_weight, stats_momentum=args.stats_momentum)
     try:
         jobs = stylize_files.plan_jobs(args.content, args.style, output=args.output,
                                        ext=args.ext, video_ext=args.video_ext,
