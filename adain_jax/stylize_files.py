@@ -591,10 +591,21 @@ def _stylize_frames(params, frames, job, settings, styles, even: bool, batch_siz
 
 def _video_stats(params, job: Job, settings: Settings, styles: _Styles, even: bool,
                  requested, progress: bool):
-    """(mean, std, positions) of the content statistics of up to STATS_FRAMES evenly
+    """[(mean, std, positions)] of the content statistics of up to STATS_FRAMES evenly
     spaced frames, for `--temporal stats`: a first pass over the video."""
+    stats = list(_sampled_stats(params, job, settings, styles, even, requested, progress))
+    if not stats:
+        raise video.VideoError(job.content, "no video frames could be decoded")
+    return stats
+
+
+def _sampled_stats(params, job, settings, styles, even, requested, progress):
     with video.VideoReader(job.content) as reader:
-        count = reader.frames or sum(1 for _ in video.VideoReader(job.content))
+        count = reader.frames
+    if not count:  # the container does not say: count by decoding (cheap next to stylising)
+        with video.VideoReader(job.content) as reader:
+            count = sum(1 for _ in reader)
+    with video.VideoReader(job.content) as reader:
         wanted = set(temporal.sample_indices(count))
         with tqdm(total=len(wanted), disable=not progress, file=sys.stderr, unit="frame",
                   leave=False, desc=f"{job.output.name}: statistics") as bar:

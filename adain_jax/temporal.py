@@ -262,9 +262,10 @@ class VideoState:
 
     def first_pass(self, stats) -> None:
         """Pool per-frame (mean, std, positions) triples (see `pool_stats`)."""
-        means, stds, counts = zip(*stats)
-        if not means:
+        stats = list(stats)
+        if not stats:
             raise ValueError("no frames for the content statistics")
+        means, stds, counts = zip(*stats)
         self.content_stats = pool_stats(np.concatenate(means), np.concatenate(stds), counts)
 
     def running(self, channels):
