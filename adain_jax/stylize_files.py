@@ -15,7 +15,10 @@ With `Settings(method="gatys")` each content x style pair is instead optimised b
 `gatys.gatys` (the baseline of Gatys et al.; no decoder needed), one pair at a time.
 
 A content video (see `video.VIDEO_EXTENSIONS`) is stylised frame by frame with the style
-encoded once, `Settings.video_batch` frames per call, into a video of the same frame rate.
+encoded once, `Settings.video_batch` frames per call, into a video of the same frame rate;
+`Settings.temporal` chooses how frames share content statistics or are blended along the
+optical flow (`video_outputs`, temporal.py). An animated GIF, WebP or PNG content
+(animation.py) is stylised frame by frame into an animation of its own format.
 """
 from __future__ import annotations
 

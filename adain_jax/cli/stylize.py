@@ -23,9 +23,11 @@ PROG = "stylize.py"
 EPILOG = """\
 folders:
   A content or style folder is searched with its subfolders (as train.py does) for
-  .jpg .jpeg .png .webp .bmp .ppm .tif .tiff .gif files (GIF: the first frame), and
-  content videos; names starting with "." are ignored, and every other file is listed as
-  skipped. An --output folder inside an input folder is not searched.
+  .jpg .jpeg .png .webp .bmp .ppm .tif .tiff .gif files, and content videos; names
+  starting with "." are ignored, and every other file is listed as skipped. An --output
+  folder inside an input folder is not searched. An animated GIF, WebP or PNG content is
+  stylised frame by frame into an animation of its own format (whatever --ext says),
+  with the same frame durations and loop count; as a style or a mask, its first frame.
 
 outputs:
   One output per content x style, named {content}_stylized_{style}.{ext} in the --output
