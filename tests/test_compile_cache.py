@@ -1,9 +1,9 @@
 """adain_jax.compile_cache: the command lines' persistent compilation cache.
 
-Each run is a fresh `stylize.py` process with the cache in a temporary folder of its own
-(ADAIN_JAX_COMPILE_CACHE; tests/conftest.py points the other tests at one fresh folder per
-test run). `-v` prints how many programs the run compiled and how many it loaded from the
-cache, counted from JAX's own cache events. A single output must be one compiled program (the style goes into
+Each run is a fresh `stylize.py` process with the cache in a temporary folder
+(ADAIN_JAX_COMPILE_CACHE; tests/conftest.py turns it off everywhere else). `-v` prints
+how many programs the run compiled and how many it loaded from the cache, counted from
+JAX's own cache events. A single output must be one compiled program (the style goes into
 it as an image, not encoded by a program of its own); a second run must compile nothing;
 changed XLA flags must not load the old program; outputs are byte-identical with the cache,
 without it, and from it. Three of the runs share the cache at once.
