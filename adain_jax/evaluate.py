@@ -245,21 +245,22 @@ def evaluate_video(params, clip: Path, style: Path, modes, *, size: int = SIZE,
     from adain_jax.configs import Settings
 
     with video.VideoReader(clip) as reader:
-        first = [frame for _, frame in zip(range(WARM_UP_FRAMES), reader)]
+        frames = list(reader)
+    # What every mode stylises and is measured against: the same for all modes.
+    settings = Settings(content_size=size, style_size=size)
+    contents = [stylize_files._prepare_frame(f, settings, even=False) for f in frames]
+    style_image = jnp.asarray(stylize_files._Styles(params, settings).image(style))[None]
+    job = stylize_files.Job(clip, (style,), clip.with_suffix(".unused.mkv"))
     rows = []
     for mode in modes:
         settings = Settings(content_size=size, style_size=size, temporal=mode)
-        job = stylize_files.Job(clip, (style,), clip.with_suffix(".unused.mkv"))
         styles = stylize_files._Styles(params, settings, {style: 2})
-        list(stylize_files.video_outputs(params, job, first, settings, styles))  # compile
-        with video.VideoReader(clip) as reader:
-            frames = list(reader)
+        warm_up = frames[:WARM_UP_FRAMES]  # compiles every program the mode runs
+        list(stylize_files.video_outputs(params, job, warm_up, settings, styles))
         start = time.perf_counter()
         outs = list(stylize_files.video_outputs(params, job, frames, settings, styles,
                                                 progress=progress))
         seconds = (time.perf_counter() - start) / len(outs)
-        contents = [stylize_files._prepare_frame(f, settings, even=False) for f in frames]
-        style_image = jnp.asarray(styles.image(style))[None]
         losses_ = [measure(params["encoder"], jnp.asarray(o)[None], jnp.asarray(c)[None],
                            style_image) for c, o in zip(contents, outs)]
         content_loss, style_loss = (float(np.mean(x)) for x in zip(*losses_))

@@ -648,23 +648,17 @@ def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _S
     `real` of them are frames, the rest padding)."""
     height, width = content.shape[-3:-1]
     content_stats = None if state is None else state.content_stats
-    running = None if state is None else state.running(
-        lambda: _channels(params, styles.min_side))
     if _tiled(params, content, job, settings):
         if settings.dtype != "float32":
             _warn_once(f"warning: --dtype {settings.dtype} is not used for images above "
                        f"{TILE_ABOVE_PIXELS} pixels, which are stylised in tiles in float32")
-        if running is not None:
-            def running_average(mean, std):  # each frame's in turn, on the host
-                used = temporal.running_stats(mean[None].astype(np.float32),
-                                              std[None].astype(np.float32),
-                                              *state.running(lambda: mean.shape[-1]))
-                state.advance(used[0][0], used[1][0])
-                return tuple(np.asarray(x[0]) for x in used)
+        if state is not None and state.is_running:
+            content_stats = functools.partial(_running_average, state)
         out = tiling.apply_tiled(params, content, styles.for_apply(job.styles), settings.alpha,
-                                 content_stats=content_stats if running is None
-                                 else running_average)
+                                 content_stats=content_stats)
         return np.clip(out, 0.0, 1.0)
+    running = None if state is None else state.running(
+        lambda: _channels(params, styles.min_side))
     masks = None
     if settings.masks is not None:
         masks = jnp.asarray(load_masks(settings.masks, height, width))
@@ -681,6 +675,15 @@ def _adain(params, content: np.ndarray, job: Job, settings: Settings, styles: _S
     out, (mean, std) = out
     state.advance(mean[real - 1], std[real - 1])  # the last real frame's, not padding's
     return out
+
+
+def _running_average(state: temporal.VideoState, mean, std):
+    """One tiled frame's content statistics for the running average, from its own (the
+    frames come one at a time, on the host); advances `state`."""
+    used = temporal.running_stats(mean[None].astype(np.float32), std[None].astype(np.float32),
+                                  *state.running(lambda: mean.shape[-1]))
+    state.advance(used[0][0], used[1][0])
+    return tuple(np.asarray(x[0]) for x in used)
 
 
 def _channels(params, side: int) -> int:

@@ -268,10 +268,15 @@ class VideoState:
         means, stds, counts = zip(*stats)
         self.content_stats = pool_stats(np.concatenate(means), np.concatenate(stds), counts)
 
+    @property
+    def is_running(self) -> bool:
+        """Whether frames use a running average of content statistics (`running`)."""
+        return uses_stats(self.mode) and self.momentum is not None
+
     def running(self, channels):
         """(state mean, state std, momentum, started) for `running_stats`, or None;
         `channels()`: C at the AdaIN layer (the state's size before the first frame)."""
-        if not uses_stats(self.mode) or self.momentum is None:
+        if not self.is_running:
             return None
         if self._state is None:
             zeros = np.zeros(channels(), np.float32)
