@@ -23,12 +23,13 @@ _PUBLIC = {
     "StyleStats": "transfer", "apply": "transfer", "decode": "transfer", "encode": "transfer",
     "encode_style": "transfer",
     "load_params": "weights", "save_params": "weights",
+    "load_bank": "style_bank", "save_bank": "style_bank",
 }
 
 __all__ = [
     "apply", "apply_tiled", "encode", "decode", "encode_style", "adain", "coral", "loss",
     "StyleStats",
-    "load_params", "save_params", "init_params",
+    "load_params", "save_params", "init_params", "load_bank", "save_bank",
     "ENCODER_LAYERS", "DECODER_LAYERS", "STYLE_LAYERS", "CONTENT_LAYER",
     "__version__",
 ]
