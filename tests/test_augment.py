@@ -207,8 +207,15 @@ def sharded_worker(path):
     hlo = run.lower(jax.random.key(10), images, ids).compile().as_text()
     out, info = run(jax.random.key(10), images, ids)
     assert len(out.sharding.device_set) == 4
+    # inside the user's own shard_map, called on the local batch without `mesh`
+    P = jax.sharding.PartitionSpec
+    inner = jax.jit(jax.shard_map(
+        lambda x, i: augment.augment(params, jax.random.key(10), x, bank.stats, p=0.5,
+                                     example_ids=i)[0],
+        mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P("data"), check_vma=False))
     np.savez(path, out=np.asarray(out), applied=np.asarray(info.applied),
-             style_index=np.asarray(info.style_index), alpha=np.asarray(info.alpha))
+             style_index=np.asarray(info.style_index), alpha=np.asarray(info.alpha),
+             inner=np.asarray(inner(images, ids)))
     print("RESULT " + json.dumps({"all_gather": "all-gather" in hlo,
                                   "all_to_all": "all-to-all" in hlo}), flush=True)
 
@@ -233,3 +240,4 @@ def test_four_devices_equal_one_without_gathering_the_batch(params, tmp_path):
     for field in ("applied", "style_index", "alpha"):
         np.testing.assert_array_equal(four[field], np.asarray(getattr(info, field)))
     assert rel_l2(four["out"], out) <= 1e-5
+    assert rel_l2(four["inner"], out) <= 1e-5
