@@ -27,6 +27,15 @@ GATYS_OPTIMIZERS = ("lbfgs", "adam")
 GATYS_STYLE_LOSSES = ("gram", "meanstd")
 
 
+def alpha_range(alpha) -> tuple[float, float]:
+    """Augmentation's alpha (Eq. 14), a number or a (low, high) range in [0, 1], as a range."""
+    low, high = (alpha, alpha) if not isinstance(alpha, (tuple, list)) else tuple(alpha)
+    if not 0.0 <= float(low) <= float(high) <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] or a (low, high) range in it, "
+                         f"got {alpha!r}")
+    return float(low), float(high)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How each job is stylised; the defaults are stylize.py's."""

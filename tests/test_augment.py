@@ -172,7 +172,8 @@ def test_batch_styles_and_gaussian_styles(params):
     key = jax.random.key(7)
     out, info = augment.augment(params, key, images, "batch", p=1.0)
     partners = np.asarray(info.style_index)
-    assert sorted(partners) == list(range(6))  # a permutation of the batch
+    assert sorted(partners) == list(range(6))  # a permutation of the batch ...
+    assert (partners != np.arange(6)).all()  # ... where no image is its own style
     for i in (0, 3):
         expected = np.clip(torch_stylize(params, images[i], images[partners[i]]), 0, 1)
         assert rel_l2(np.asarray(out)[i], expected) <= 1e-5
