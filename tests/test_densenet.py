@@ -244,11 +244,16 @@ def test_training_loss_gradient_and_a_few_adam_steps(models):
         assert rel_l2(grads[name]["bias"], m.bias.grad.numpy()) < 1e-3
 
     optimizer = optax.adam(1e-4)
-    dec, opt = params["decoder"], optimizer.init(params["decoder"])
+
+    @jax.jit  # eager, each of the decoder's tensor shapes compiles its own small programs
+    def adam_step(dec, opt, grads):
+        updates, opt = optimizer.update(grads, opt, dec)
+        return optax.apply_updates(dec, updates), opt
+
+    dec, opt = params["decoder"], jax.jit(optimizer.init)(params["decoder"])
     history = [float(value)]
     for _ in range(3):
-        updates, opt = optimizer.update(grads, opt, dec)
-        dec = optax.apply_updates(dec, updates)
+        dec, opt = adam_step(dec, opt, grads)
         value, grads = objective(dec)
         history.append(float(value))
     assert all(np.isfinite(history))

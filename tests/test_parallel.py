@@ -100,7 +100,8 @@ def devices_worker(seed=0):
     assert jax.device_count() == 4, jax.devices()
     params = random_params()
     optimizer = train.make_optimizer(CONFIG)
-    state0 = {"params": params["decoder"], "opt": optimizer.init(params["decoder"]),
+    # jitted: eager, each distinct leaf shape compiles a program of its own
+    state0 = {"params": params["decoder"], "opt": jax.jit(optimizer.init)(params["decoder"]),
               "step": np.int32(0)}
     batches = global_batches(3, seed=seed)
 
@@ -130,8 +131,10 @@ def devices_worker(seed=0):
     state, losses = state0, []
     for batch in batches:
         # Adam's first moment mu' = 0.9 mu + 0.1 g gives the gradient the step saw.
-        grad = lambda new: jax.tree.map(lambda m, m0: (m - 0.9 * m0) / 0.1,
-                                        new["opt"][0].mu, state["opt"][0].mu)
+        # (in NumPy: as JAX ops, each leaf shape would compile three small programs)
+        grad = lambda new: jax.tree.map(
+            lambda m, m0: (np.asarray(m) - 0.9 * np.asarray(m0)) / 0.1,
+            new["opt"][0].mu, state["opt"][0].mu)
         update = lambda new: jax.tree.map(np.subtract, new["params"], state["params"])
         ref_state, ref = runners["one"](state, batch)
         for name in ("four", "pmap"):
@@ -225,8 +228,9 @@ def test_two_processes_train_in_lockstep(tmp_path):
         config.data, batch_size=2, process_index=p, process_count=2))) for p in range(2)]
     batch = {k: np.concatenate([s[k] for s in shards]).astype(np.float32) / 255
              for k in ("content", "style")}
-    decoder = train.init_state(jax.random.key(config.data.seed),
-                               train.make_optimizer(config))["params"]
+    # jitted: only the decoder is kept, and eager Adam init compiles a program per shape
+    decoder = jax.jit(lambda key: train.init_state(key, train.make_optimizer(config))["params"])(
+        jax.random.key(config.data.seed))
     total, parts = jax.jit(losses.loss)({"encoder": params["encoder"], "decoder": decoder},
                                         batch["content"], batch["style"],
                                         content_weight=config.content_weight,

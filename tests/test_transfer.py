@@ -40,6 +40,9 @@ def images(n, h, w, seed):
     return np.random.default_rng(seed).random((n, h, w, 3)).astype(np.float32)
 
 
+# Jitted: eager, every op of a new shape compiles a program of its own (slow on CPU).
+encode_jit = jax.jit(adain_jax.encode, static_argnames=("taps",))
+
 CONTENT = images(1, 40, 48, seed=10)
 STYLE = images(1, 48, 40, seed=11)
 
@@ -48,7 +51,7 @@ STYLE = images(1, 48, 40, seed=11)
 def test_encoder_taps_match_reference(models, h, w):
     vgg, _, params = models
     x = images(2, h, w, seed=3)
-    ours = adain_jax.encode(params, x, taps=adain_jax.STYLE_LAYERS)
+    ours = encode_jit(params, x, taps=adain_jax.STYLE_LAYERS)
     with torch.no_grad():
         theirs = ref.Net(vgg, ref.make_port_decoder()).encode_with_intermediate(nchw(x))
     for name, t in zip(adain_jax.STYLE_LAYERS, theirs):
@@ -61,9 +64,15 @@ def test_adain_output_and_decoded_image_match_reference(models):
     with torch.no_grad():
         t_ref = ref.adaptive_instance_normalization(vgg(nchw(CONTENT)), vgg(nchw(STYLE)))
         out_ref = decoder(t_ref)
-    t = adain_jax.adain(adain_jax.encode(params, CONTENT), adain_jax.encode(params, STYLE))
+
+    @jax.jit  # one program: eager, encode and decode compiled each op on its own
+    def adain_and_decoded(params, content, style):
+        t = adain_jax.adain(adain_jax.encode(params, content), adain_jax.encode(params, style))
+        return t, adain_jax.decode(params, t)
+
+    t, decoded = adain_and_decoded(params, CONTENT, STYLE)
     assert rel_l2(t, nhwc(t_ref)) < TOL
-    assert rel_l2(adain_jax.decode(params, t), nhwc(out_ref)) < TOL
+    assert rel_l2(decoded, nhwc(out_ref)) < TOL
     assert rel_l2(adain_jax.apply(params, CONTENT, STYLE), nhwc(out_ref)) < TOL
 
 
@@ -212,14 +221,16 @@ def test_jit_and_vmap_match_eager(models):
     eager = adain_jax.apply(params, contents, STYLE, 0.7)
     jitted = jax.jit(adain_jax.apply)(params, contents, STYLE, 0.7)
     assert rel_l2(jitted, eager) < TOL
-    vmapped = jax.vmap(lambda c: adain_jax.apply(params, c, STYLE[0], 0.7))(contents)
+    # vmap over contents and alpha at once (a traced alpha is allowed): one program, each
+    # row against a plain call on that content at that alpha (0.7 as above among them).
+    # params go in as an argument: closed over, XLA constant-folds the encoder (4x the compile).
+    alphas = [0.0, 0.7, 1.0]
+    vmapped = jax.jit(jax.vmap(lambda p, c, a: adain_jax.apply(p, c, STYLE[0], a),
+                               in_axes=(None, 0, 0)))(params, contents, jnp.array(alphas))
     assert vmapped.shape == eager.shape
-    assert rel_l2(vmapped, eager) < TOL
-    # vmap over alpha too: a traced alpha is allowed
-    alphas = jnp.array([0.0, 0.5, 1.0])
-    per_alpha = jax.jit(jax.vmap(lambda a: adain_jax.apply(params, contents[0], STYLE[0], a)))(alphas)
-    for a, out in zip([0.0, 0.5, 1.0], per_alpha):
-        assert rel_l2(out, adain_jax.apply(params, contents[0], STYLE[0], a)) < TOL
+    assert rel_l2(vmapped[1], eager[1]) < TOL
+    for c, a, out in zip(contents, alphas, vmapped):
+        assert rel_l2(out, adain_jax.apply(params, c, STYLE[0], a)) < TOL
 
 
 def test_grad_matches_torch_autograd(models):
@@ -227,11 +238,13 @@ def test_grad_matches_torch_autograd(models):
     vgg, decoder, params = models
     probe = np.random.default_rng(22).standard_normal((1, 40, 48, 3)).astype(np.float32)
 
-    def objective(dec, content):
-        out = adain_jax.apply({"encoder": params["encoder"], "decoder": dec}, content, STYLE, 0.8)
+    # the encoder is an argument: closed over, XLA constant-folds it while compiling (slow)
+    def objective(dec, content, encoder):
+        out = adain_jax.apply({"encoder": encoder, "decoder": dec}, content, STYLE, 0.8)
         return jnp.sum(out * probe)
 
-    g_dec, g_content = jax.jit(jax.grad(objective, argnums=(0, 1)))(params["decoder"], CONTENT)
+    g_dec, g_content = jax.jit(jax.grad(objective, argnums=(0, 1)))(
+        params["decoder"], CONTENT, params["encoder"])
 
     content_t = nchw(CONTENT).requires_grad_(True)
     decoder.zero_grad()
@@ -282,7 +295,7 @@ def test_torchvision_layout_encoder_matches_reference(tmp_path):
         for i, enc in enumerate(net.enc):
             h = enc[1:](h) if i == 0 else enc(h)  # skip the port's own 1x1 conv
             feats.append(h)
-    ours = adain_jax.encode(params, x, taps=adain_jax.STYLE_LAYERS)
+    ours = encode_jit(params, x, taps=adain_jax.STYLE_LAYERS)
     for name, theirs in zip(adain_jax.STYLE_LAYERS, feats):
         assert rel_l2(ours[name], nhwc(theirs)) < TOL, name
 
