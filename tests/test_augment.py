@@ -55,9 +55,9 @@ def rel_l2(a, b):
 def test_applied_examples_equal_the_port_and_the_rest_are_untouched(params):
     bank = make_bank(params)
     images = contents(8)
-    out, info = jax.jit(lambda k, x: augment.augment(params, k, x, bank.stats, p=0.5,
-                                                     alpha=(0.3, 1.0), slots=8))(
-        jax.random.key(0), images)
+    out, info = jax.jit(lambda w, k, x: augment.augment(w, k, x, bank.stats, p=0.5,
+                                                        alpha=(0.3, 1.0), slots=8))(
+        params, jax.random.key(0), images)
     out, applied = np.asarray(out), np.asarray(info.applied)
     assert 0 < applied.sum() < 8  # this key stylises some examples and not others
     styles = style_images()
@@ -106,8 +106,9 @@ def test_the_same_example_gets_the_same_style_in_any_batch(params):
     images = contents(32, seed=5)
     ids = np.arange(1000, 1032)
     key = jax.random.key(4)
-    run = jax.jit(lambda x, i: augment.augment(params, key, x, bank.stats, p=0.5,
-                                               example_ids=i, slots=x.shape[0]))
+    jitted = jax.jit(lambda w, x, i: augment.augment(w, key, x, bank.stats, p=0.5,
+                                                     example_ids=i, slots=x.shape[0]))
+    run = lambda x, i: jitted(params, x, i)
     whole, info = run(images, ids)
     parts = [run(images[j:j + 8], ids[j:j + 8]) for j in range(0, 32, 8)]
     for field in ("applied", "style_index", "alpha"):
@@ -182,7 +183,9 @@ def test_batch_styles_and_gaussian_styles(params):
     bank = style_bank.StyleBank(*(np.concatenate([x, x * 1.1]) for x in (bank.mean, bank.std)),
                                 tuple(f"{i}" for i in range(10)), ("0",) * 10, "w", "vgg19", 0)
     gaussian = style_bank.fit_gaussian(bank)
-    run = jax.jit(lambda x, i: augment.augment(params, key, x, gaussian, p=1.0, example_ids=i))
+    jitted = jax.jit(lambda w, x, i: augment.augment(w, key, x, gaussian, p=1.0,
+                                                     example_ids=i))
+    run = lambda x, i: jitted(params, x, i)
     out, info = run(images, jnp.arange(6))
     assert (np.asarray(info.style_index) == -1).all() and np.isfinite(np.asarray(out)).all()
     assert np.abs(np.asarray(out) - images).mean() > 0.02
@@ -203,20 +206,21 @@ def sharded_worker(path):
     mesh = parallel.make_mesh()
     images = jax.device_put(contents(16, seed=3), parallel.batch_sharded(mesh))
     ids = jax.device_put(np.arange(16), parallel.batch_sharded(mesh))
-    run = jax.jit(lambda k, x, i: augment.augment(params, k, x, bank.stats, p=0.5,
-                                                  example_ids=i, mesh=mesh))
-    hlo = run.lower(jax.random.key(10), images, ids).compile().as_text()
-    out, info = run(jax.random.key(10), images, ids)
+    run = jax.jit(lambda w, k, x, i: augment.augment(w, k, x, bank.stats, p=0.5,
+                                                     example_ids=i, mesh=mesh))
+    hlo = run.lower(params, jax.random.key(10), images, ids).compile().as_text()
+    out, info = run(params, jax.random.key(10), images, ids)
     assert len(out.sharding.device_set) == 4
     # inside the user's own shard_map, called on the local batch without `mesh`
     P = jax.sharding.PartitionSpec
     inner = jax.jit(jax.shard_map(
-        lambda x, i: augment.augment(params, jax.random.key(10), x, bank.stats, p=0.5,
-                                     example_ids=i)[0],
-        mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P("data"), check_vma=False))
+        lambda w, x, i: augment.augment(w, jax.random.key(10), x, bank.stats, p=0.5,
+                                        example_ids=i)[0],
+        mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=P("data"),
+        check_vma=False))
     np.savez(path, out=np.asarray(out), applied=np.asarray(info.applied),
              style_index=np.asarray(info.style_index), alpha=np.asarray(info.alpha),
-             inner=np.asarray(inner(images, ids)))
+             inner=np.asarray(inner(params, images, ids)))
     print("RESULT " + json.dumps({"all_gather": "all-gather" in hlo,
                                   "all_to_all": "all-to-all" in hlo}), flush=True)
 
