@@ -227,7 +227,8 @@ def sharded_worker(path):
 
 def test_four_devices_equal_one_without_gathering_the_batch(params, tmp_path):
     path = tmp_path / "four.npz"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(),
                PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", "import tests.test_augment as t; "
                            f"t.sharded_worker({str(path)!r})"], cwd=ROOT, env=env,

@@ -74,7 +74,8 @@ def worst(fn, a, b):
 
 def run_worker(call: str, devices: int, env=None, timeout=240, wait=True):
     """Start `python -c "import tests.test_parallel as t; t.<call>"` with N host devices."""
-    full_env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    full_env = dict(os.environ, XLA_FLAGS=flags.strip(),
                     PYTHONPATH=str(ROOT), **(env or {}))
     proc = subprocess.Popen([sys.executable, "-c", f"import tests.test_parallel as t; t.{call}"],
                             cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
