@@ -512,38 +512,48 @@ def _run_chunk(params, weights_sha256, bank, contents, out, settings, chunk, row
     _clear_temporaries(chunk_record(out, chunk))
     prepare = ((lambda rgb: sin_preprocess(rgb, settings.sin_sizes))
                if settings.resize == "sin" else (lambda rgb: rgb))
-    pending: dict[tuple, list] = {}  # shape -> [(item, row)]: batches of equal shapes
-    results: dict[int, tuple] = {}  # position -> (item, row, output pixels or None)
-    items = []
 
-    def flush(shape):
-        group = pending.pop(shape)
-        rows = np.array([row for _, row in group])
-        alpha = np.full(len(group), settings.alpha, np.float32)
-        outs = stylize_batch(params, np.stack([i.rgb for i, _ in group]), bank.mean[rows],
-                             bank.std[rows], alpha)
-        for (item, row), pixels in zip(group, outs):
-            results[item.position] = (item, row, pixels)
-        bar.update(len(group))
-
-    for item in _prefetched(contents.load, positions):
-        items.append(item)
+    def load(position):  # on the prefetch threads: decode and resize beside the encoder
+        item = contents.load(position)
         if item.error is None:
             try:
                 item = item._replace(rgb=prepare(item.rgb))
             except ValueError as err:  # e.g. too small to crop
                 item = item._replace(rgb=None, error=str(err))
-        if item.error is not None:
-            results[item.position] = (item, None, None)
-            bar.update(1)
-            continue
-        row = row_of(item)
-        shape = item.rgb.shape
-        pending.setdefault(shape, []).append((item, row))
-        if len(pending[shape]) == settings.batch:
+        return item
+
+    pending: dict[tuple, list] = {}  # shape -> [(item, row)]: batches of equal shapes
+    results: dict[int, tuple] = {}  # position -> (item, row, output pixels or None)
+    with concurrent.futures.ThreadPoolExecutor(2) as savers:  # PNG/JPEG encoding
+        saved = []
+
+        def flush(shape):
+            group = pending.pop(shape)
+            rows = np.array([row for _, row in group])
+            alpha = np.full(len(group), settings.alpha, np.float32)
+            outs = stylize_batch(params, np.stack([i.rgb for i, _ in group]),
+                                 bank.mean[rows], bank.std[rows], alpha)
+            for (item, row), pixels in zip(group, outs):
+                if settings.fmt != "arrayrecord":
+                    saved.append(savers.submit(_save, out / f"{item.output_base}.{settings.fmt}",
+                                               pixels))
+                    pixels = True  # written; only its success matters below
+                results[item.position] = (item, row, pixels)
+            bar.update(len(group))
+
+        for item in _prefetched(load, positions):
+            if item.error is not None:
+                results[item.position] = (item, None, None)
+                bar.update(1)
+                continue
+            shape = item.rgb.shape
+            pending.setdefault(shape, []).append((item, row_of(item)))
+            if len(pending[shape]) == settings.batch:
+                flush(shape)
+        for shape in list(pending):
             flush(shape)
-    for shape in list(pending):
-        flush(shape)
+        for future in saved:
+            future.result()  # every output is on disk before the chunk's record is
 
     rows, failures, records = [], [], []
     for position in positions:
@@ -562,7 +572,6 @@ def _run_chunk(params, weights_sha256, bank, contents, out, settings, chunk, row
             records.append(encode_record(header, pixels))
         else:
             output = f"{item.output_base}.{settings.fmt}"
-            _save(out / output, pixels)
         rows.append([item.content_id, bank.names[row], bank.sha256[row], repr(settings.alpha),
                      str(settings.seed), weights_sha256, output])
     if settings.fmt == "arrayrecord":
