@@ -146,15 +146,7 @@ def read_image(path: str, min_size: int = 0) -> Image.Image:
 
 
 def _array_to_image(pixels: Any) -> Image.Image:
-    pixels = np.asarray(pixels)
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"expected uint8 (H, W, 1|3|4) pixels, got {pixels.dtype} "
-                         f"{pixels.shape}")
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    return Image.fromarray(np.ascontiguousarray(pixels[..., :3]))
+    return Image.fromarray(images.rgb_pixels(pixels))
 
 
 # ---------------------------------------------------------------- sources

@@ -228,6 +228,20 @@ def center_crop_square(rgb: np.ndarray, alpha: np.ndarray | None = None):
     return crop(rgb), crop(alpha)
 
 
+def rgb_pixels(pixels) -> np.ndarray:
+    """A dataset's decoded uint8 image, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), as
+    (H, W, 3) uint8 (gray repeated, alpha dropped); ValueError for anything else."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"expected uint8 (H, W, 1|3|4) pixels, got {pixels.dtype} "
+                         f"{pixels.shape}")
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     """[0, 1] floats to uint8 as torchvision's save_image: clamp(x * 255 + 0.5) truncated."""
     return np.clip(np.asarray(array, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)

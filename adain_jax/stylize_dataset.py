@@ -286,15 +286,9 @@ def _text(value) -> str:
 
 
 def _as_rgb(pixels) -> np.ndarray:
-    pixels = np.asarray(pixels)
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"expected uint8 (H, W, 1|3|4) pixels, got {pixels.dtype} "
-                         f"{pixels.shape}")
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    return pixels[..., :3].astype(np.float32) / 255.0
+    from adain_jax import images
+
+    return images.rgb_pixels(pixels).astype(np.float32) / 255.0
 
 
 # ---- Preprocessing and stylising -----------------------------------------------------------
