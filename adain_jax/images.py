@@ -11,11 +11,13 @@ geometry, which the reference test script applies before stylising.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,6 +34,7 @@ MAX_PIXELS = 2**26
 # `list_image_files`); `load_image` gives an animation's first frame (stylize.py reads an
 # animated content whole, with `animation.load_animation`).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff", ".gif")
+PREFETCH = 8  # images `prefetched` decodes ahead of its caller
 # Formats `save_image` writes, and whether each keeps an alpha channel.
 SAVE_FORMATS = {".png": ("PNG", True), ".jpg": ("JPEG", False), ".jpeg": ("JPEG", False),
                 ".webp": ("WEBP", True), ".bmp": ("BMP", False)}
@@ -177,6 +180,19 @@ def load_image(path) -> LoadedImage:
     array = np.asarray(img, dtype=np.float32) / 255.0
     alpha = array[..., 3].copy() if target == "RGBA" else None
     return LoadedImage(np.ascontiguousarray(array[..., :3]), alpha)
+
+
+def prefetched(load, items, *, ahead: int = PREFETCH, workers: int = 2) -> Iterator:
+    """load(item) for each of `items`, in order, decoded on `workers` threads at most
+    `ahead` items in front of the caller (PIL and NumPy release the GIL while decoding)."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.submit(load, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:

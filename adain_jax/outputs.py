@@ -45,3 +45,22 @@ def reason(err: BaseException) -> str:
         return err.strerror
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write `data` to `path` through `.NAME.tmpPID` beside it, synced, then renamed over
+    it: a reader (or a rerun after a crash) sees the old file or the whole new one. The
+    file gets the umask's mode, like any other output (not mkstemp's 0600, unreadable to
+    the rest of a shared cache or workdir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -21,16 +21,14 @@ or changed (and loses the entries of files that are gone).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -38,13 +36,13 @@ from adain_jax import __version__
 from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
                            start_compile_cache, work_starts)
 from adain_jax.configs import DEFAULT_SIZE
+from adain_jax.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
 PROG = "python -m adain_jax.style_bank"
 FORMAT = "adain-jax-bank/1"
 SAVE_EVERY_SECONDS = 30.0
-PREFETCH = 8  # images decoded ahead of the encoder, on threads
 GAUSSIAN_RIDGE = 1e-6  # x mean variance, added to the covariance's diagonal (N may be < 2C)
 
 
@@ -121,7 +119,6 @@ def save_bank(bank: StyleBank, path) -> Path:
     from safetensors.numpy import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "names": json.dumps(list(bank.names)),
             "sha256": json.dumps(list(bank.sha256)), "weights_sha256": bank.weights_sha256,
             "encoder": bank.encoder, "style_size": str(bank.style_size),
@@ -129,15 +126,7 @@ def save_bank(bank: StyleBank, path) -> Path:
             "adain_jax": __version__}
     data = save({"mean": np.ascontiguousarray(bank.mean, np.float32),
                  "std": np.ascontiguousarray(bank.std, np.float32)}, metadata=meta)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data)
     return path
 
 
@@ -229,18 +218,6 @@ def _load(path: Path, name: str, style_size: int, crop: bool, side: int) -> _Loa
     return _Loaded(name, digest, fit_min_side(rgb, side), None)
 
 
-def _prefetched(function, items, workers: int = 2) -> Iterator:
-    """function(item) for each item, in order, at most PREFETCH running ahead on threads."""
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = []
-        for item in items:
-            pending.append(pool.submit(function, *item))
-            if len(pending) > PREFETCH:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
-
-
 class BuildResult(NamedTuple):
     bank: StyleBank
     encoded: int  # styles encoded by this run (the rest came from the existing bank)
@@ -261,7 +238,7 @@ def build_bank(params, weights_sha256: str, styles: Path, out: Path, *,
     from adain_jax import architectures, images, transfer
     from adain_jax.stylize_files import min_side
 
-    encoder = architectures.detect(params).name
+    arch = architectures.detect(params)
     files = images.list_image_files(styles).found
     if not files:
         raise BankError(f"{styles}: no image files found (looked for "
@@ -271,7 +248,7 @@ def build_bank(params, weights_sha256: str, styles: Path, out: Path, *,
     if out.exists():
         old = load_bank(out, allow_incomplete=True)
         made = (old.weights_sha256, old.encoder, old.style_size, old.crop)
-        if made != (weights_sha256, encoder, style_size, crop):
+        if made != (weights_sha256, arch.name, style_size, crop):
             raise BankError(f"{out}: made with other settings (weights sha256 "
                             f"{old.weights_sha256[:12]}..., --style-size {old.style_size}, "
                             f"crop {old.crop}); choose another --out or delete it")
@@ -286,13 +263,13 @@ def build_bank(params, weights_sha256: str, styles: Path, out: Path, *,
                            else np.zeros((0, 0), np.float32))
         mean, std = stack(1), stack(2)
         return StyleBank(mean.astype(np.float32), std.astype(np.float32), tuple(kept),
-                         tuple(rows[n][0] for n in kept), weights_sha256, encoder,
+                         tuple(rows[n][0] for n in kept), weights_sha256, arch.name,
                          style_size, crop, complete)
 
     # A file whose bytes are unchanged keeps its row; the sha256 is taken as it is loaded,
     # so banked files are read (not decoded) again: cheap next to encoding them.
-    side = min_side(architectures.detect(params))
-    todo = [(p, n) for p, n in zip(files, names)]
+    side = min_side(arch)
+    todo = list(zip(files, names))
     failures: list[tuple[str, str]] = []
     encoded, last_save = 0, time.monotonic()
     bar = tqdm(total=len(todo), disable=not progress, file=sys.stderr, unit="img",
@@ -305,7 +282,7 @@ def build_bank(params, weights_sha256: str, styles: Path, out: Path, *,
                     return _Loaded(name, digest, None, None)
             return _load(path, name, style_size, crop, side)
 
-        for item in _prefetched(load, todo):
+        for item in images.prefetched(lambda pair: load(*pair), todo):
             if item.error is not None:
                 failures.append((item.name, item.error))
                 rows.pop(item.name, None)

@@ -75,19 +75,19 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
                            start_compile_cache, work_starts)
+from adain_jax.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
 PROG = "python -m adain_jax.stylize_dataset"
 FORMAT = "adain-jax-dataset/1"
 CHUNK = 256  # images per chunk: the unit of work, of resuming and of sharding
-PREFETCH = 8  # contents decoded ahead of the stylisation, on threads
 SIN_SEED = 49809  # np.random.RandomState seed of Stylized-ImageNet's StyleLoader
 SIN_SIZES = (256, 224)  # Resize(256), CenterCrop(224)
 KEEP_STYLE_SIZE = 512  # styles of --resize keep, as stylize.py's default
@@ -161,15 +161,13 @@ class FolderContents:
         if not self.files:
             raise JobError(f"--content-dir {root}: no image files in it or its subfolders")
         self.ids = [p.relative_to(self.root).as_posix() for p in self.files]
-        bases = [i.rsplit(".", 1)[0] if "." in Path(i).name else i for i in self.ids]
-        self.bases = bases
-        if len(set(bases)) != len(bases):
-            seen = {}
-            for i, b in zip(self.ids, bases):
-                if b in seen:
-                    raise JobError(f"--content-dir {root}: {seen[b]} and {i} would be written "
-                                   "to the same output; rename one")
-                seen[b] = i
+        self.bases = [i.rsplit(".", 1)[0] if "." in Path(i).name else i for i in self.ids]
+        seen = {}
+        for i, b in zip(self.ids, self.bases):
+            if b in seen:
+                raise JobError(f"--content-dir {root}: {seen[b]} and {i} would be written "
+                               "to the same output; rename one")
+            seen[b] = i
 
     def _sin_order(self) -> list[Path]:
         train, val = self.root / "train", self.root / "val"
@@ -371,16 +369,6 @@ def decode_record(record: bytes) -> tuple[dict, np.ndarray]:
 
 # ---- Files ---------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _clear_temporaries(path: Path) -> None:
     """Remove what a killed writer of `path` left (`.NAME.tmpPID`, ours and save_image's)."""
     if path.parent.is_dir():
@@ -418,7 +406,7 @@ def check_job(out: Path, spec: dict) -> None:
             raise JobError(f"--out {out} holds a job with other settings ({', '.join(differ)}"
                            f"); rerun it as it was, or choose another --out")
         return
-    _write_atomic(path, text.encode())
+    write_atomic(path, text.encode())
 
 
 # ---- The job -------------------------------------------------------------------------------
@@ -458,18 +446,6 @@ def assigner(contents, bank, settings: Settings):
     return lambda item: style_row(settings.seed, item.content_id, len(bank))
 
 
-def _prefetched(load, positions) -> Iterator[Item]:
-    """load(p) for each position in order, at most PREFETCH ahead, on two threads."""
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        pending = []
-        for p in positions:
-            pending.append(pool.submit(load, p))
-            if len(pending) > PREFETCH:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
-
-
 def run_job(params, weights_sha256: str, bank, contents, out: Path,
             settings: Settings = Settings(), *, shard: tuple[int, int] = (0, 1),
             progress: bool = False) -> Result:
@@ -501,6 +477,8 @@ def run_job(params, weights_sha256: str, bank, contents, out: Path,
 
 def _run_chunk(params, weights_sha256, bank, contents, out, settings, chunk, row_of,
                bar) -> None:
+    from adain_jax import images
+
     start = chunk * settings.chunk
     positions = list(range(start, min(start + settings.chunk, len(contents))))
     _clear_temporaries(chunk_record(out, chunk))
@@ -535,7 +513,7 @@ def _run_chunk(params, weights_sha256, bank, contents, out, settings, chunk, row
                 results[item.position] = (item, row, pixels)
             bar.update(len(group))
 
-        for item in _prefetched(load, positions):
+        for item in images.prefetched(load, positions):
             if item.error is not None:
                 results[item.position] = (item, None, None)
                 bar.update(1)
@@ -571,7 +549,7 @@ def _run_chunk(params, weights_sha256, bank, contents, out, settings, chunk, row
     if settings.fmt == "arrayrecord":
         _write_records(records_file(out, chunk), records)
     done = {"rows": rows, "failures": failures}
-    _write_atomic(chunk_record(out, chunk),
+    write_atomic(chunk_record(out, chunk),
                   (json.dumps(done, sort_keys=True) + "\n").encode())
 
 
@@ -608,8 +586,8 @@ def write_manifest(out: Path, n_chunks: int) -> None:
         failures += done["failures"]
     for name in ("manifest.csv", "failures.csv"):
         _clear_temporaries(out / name)
-    _write_atomic(out / "manifest.csv", _csv_bytes(MANIFEST_COLUMNS, rows))
-    _write_atomic(out / "failures.csv", _csv_bytes(("content_id", "reason"), failures))
+    write_atomic(out / "manifest.csv", _csv_bytes(MANIFEST_COLUMNS, rows))
+    write_atomic(out / "failures.csv", _csv_bytes(("content_id", "reason"), failures))
 
 
 def job_spec(settings: Settings, contents, bank, weights_sha256: str, styles: str) -> dict:

@@ -13,7 +13,6 @@ Conv kernels go from torch's (O, I, kh, kw) to Flax's (kh, kw, I, O).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from adain_jax.architectures import detect
 from adain_jax.errors import WeightsError  # defined below this module; importable here too
 from adain_jax.models import DECODER_LAYERS, ENCODER_LAYERS, Conv
+from adain_jax.outputs import write_atomic
 
 FORMAT = "adain-jax/1"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -158,19 +158,12 @@ def save_params(params: Mapping, path, metadata: Mapping[str, str] | None = None
     from safetensors.numpy import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "encoder": detect(params).name}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     data = save(_flatten(params), metadata=meta)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        # open() creates the file with the umask's mode, like any other output; safetensors'
-        # save_file would make it 0600, unreadable to the rest of a shared cache or workdir.
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # not safetensors' save_file: it makes the file 0600, unreadable to the rest of a shared
+    # cache or workdir
+    write_atomic(path, data)
     return path
 
 
