@@ -125,6 +125,7 @@ def augment(params, key, images, styles, *, p: float = 0.5, alpha=1.0,
     slots = default_slots(local, p) if slots is None else min(int(slots), local)
     n_styles = local if isinstance(styles, str) else (
         0 if isinstance(styles, StyleGaussian) else styles.mean.shape[0])
+
     def run(params, key, images, styles, example_ids):
         decisions = draw(key, example_ids, p=p, alpha=alpha, n_styles=n_styles)
         if isinstance(styles, str):
