@@ -26,6 +26,7 @@ state dict into it.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Mapping
 
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from adain_jax import models
 from adain_jax.models import UP, Conv, ConvLayer, torch_default_conv_init, upsample_nearest
 from adain_jax.errors import WeightsError
 
@@ -81,7 +83,16 @@ def torchvision_feature_size(size: int) -> int:
 
 def pad_to_stride(images: jax.Array) -> jax.Array:
     """Edge-pad NHWC images at the bottom/right to a multiple of STRIDE (no-op if already)."""
-    _, h, w, _ = images.shape
+    n, h, w, c = images.shape
+    if not models.is_static(h, w):
+        # Symbolic sizes (exported graphs): STRIDE - 1 copies of the last row and column,
+        # then the multiple of STRIDE kept (concatenations and a slice export to ONNX).
+        hp, wp = STRIDE * ((h + STRIDE - 1) // STRIDE), STRIDE * ((w + STRIDE - 1) // STRIDE)
+        last_row = lax.slice_in_dim(images, h - 1, h, axis=1)
+        images = lax.concatenate([images] + [last_row] * (STRIDE - 1), 1)
+        last_col = lax.slice_in_dim(images, w - 1, w, axis=2)
+        images = lax.concatenate([images] + [last_col] * (STRIDE - 1), 2)
+        return lax.slice(images, (0, 0, 0, 0), (n, hp, wp, c))
     ph, pw = -h % STRIDE, -w % STRIDE
     if not (ph or pw):
         return images
@@ -146,8 +157,24 @@ class DenseBlock(nn.Module):
 
 def max_pool_3x3_s2(x):
     """torch MaxPool2d(3, stride=2, padding=1): the padding never wins the max."""
+    if not models.is_static(*x.shape[1:3]):
+        return _max_pool_3x3_s2_symbolic(x)
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
                              ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+def _max_pool_3x3_s2_symbolic(x):
+    """max_pool_3x3_s2 from concatenations and strided slices (jax2onnx 0.17 lowers
+    reduce_window to a 4-D MaxPool that ONNX Runtime refuses). A copy of the edge row
+    pads as well as -inf: it always shares its window with the row it copies."""
+    for axis in (1, 2):
+        size = x.shape[axis]
+        out = (size - 1) // 2 + 1
+        x = lax.concatenate([lax.slice_in_dim(x, 0, 1, axis=axis), x,
+                             lax.slice_in_dim(x, size - 1, size, axis=axis)], axis)
+        x = functools.reduce(jnp.maximum, [
+            lax.slice_in_dim(x, i, i + 2 * out - 1, 2, axis=axis) for i in range(3)])
+    return x
 
 
 def avg_pool_2x2(x):

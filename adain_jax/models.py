@@ -60,16 +60,39 @@ def feature_size(size: int) -> int:
     return size
 
 
+def is_static(*sizes) -> bool:
+    """Whether every size is a plain int, not a symbolic dimension of `jax.export`.
+
+    Exported graphs (adain_jax/export.py) take any image size: where a shape is symbolic,
+    the functions below use forms that need no concrete size (slices and concatenations,
+    a padded window reduction, direct convolutions), the same values by other means.
+    """
+    return all(isinstance(size, int) for size in sizes)
+
+
 def _reflect_index(size: int) -> np.ndarray:
     """Indices into an axis of `size` that pad it by one pixel with reflection."""
     return np.r_[min(1, size - 1), np.arange(size), max(size - 2, 0)]
 
 
-@jax.custom_vjp
 def reflect_pad(x: jax.Array) -> jax.Array:
     """1-pixel reflection padding of NHWC `x` (torch's ReflectionPad2d(1)).
 
-    A gather with static indices: XLA makes it one fusion, where jnp.pad(mode="reflect")
+    Concrete sizes take `_reflect_pad_gather`; symbolic ones (exported graphs, whose
+    constraints keep every side >= 2) concatenate the reflected edge rows and columns.
+    """
+    h, w = x.shape[1:3]
+    if is_static(h, w):
+        return _reflect_pad_gather(x)
+    edges = lambda x, axis: lax.concatenate(  # (jax2onnx 0.17 mis-shapes jnp.concatenate)
+        [lax.slice_in_dim(x, 1, 2, axis=axis), x,
+         lax.slice_in_dim(x, x.shape[axis] - 2, x.shape[axis] - 1, axis=axis)], axis)
+    return edges(edges(x, 1), 2)
+
+
+@jax.custom_vjp
+def _reflect_pad_gather(x: jax.Array) -> jax.Array:
+    """A gather with static indices: XLA makes it one fusion, where jnp.pad(mode="reflect")
     is two concatenations (two passes, and slower to compile). The gradient folds the
     border back with slices and pads rather than the gather's transpose, a scatter-add:
     with jaxlib 0.10, a gather-based Winograd tiling gave wrong gradients (6.6e-3
@@ -89,13 +112,22 @@ def _fold_border(g: jax.Array, axis: int) -> jax.Array:
     return lax.slice_in_dim(g, 1, size + 1, axis=axis) + edge(0, first) + edge(size + 1, last)
 
 
-reflect_pad.defvjp(lambda x: (reflect_pad(x), None),
+_reflect_pad_gather.defvjp(lambda x: (_reflect_pad_gather(x), None),
                    lambda _, g: (_fold_border(_fold_border(g, 1), 2),))
 
 
 def max_pool_ceil(x: jax.Array) -> jax.Array:
     """2x2/2 max-pool that keeps a last odd row/column, like torch's ceil_mode=True."""
     n, h, w, c = x.shape
+    if not is_static(h, w):
+        # Repeat the last row and column, then keep an even number of each: a repeated
+        # edge ties its own maximum as -inf padding would (and lax.pad's ONNX lowering
+        # in jax2onnx 0.17 needs concrete sizes).
+        hp, wp = 2 * ((h + 1) // 2), 2 * ((w + 1) // 2)
+        x = lax.concatenate([x, lax.slice_in_dim(x, h - 1, h, axis=1)], 1)
+        x = lax.concatenate([x, lax.slice_in_dim(x, w - 1, w, axis=2)], 2)
+        x = lax.slice(x, (0, 0, 0, 0), (n, hp, wp, c))
+        return x.reshape(n, hp // 2, 2, wp // 2, 2, c).max(axis=(2, 4))
     ph, pw = h % 2, w % 2
     if ph or pw:
         x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
@@ -176,10 +208,11 @@ def conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIG
 
     On CPU, layers with many input channels use Winograd F(4x4, 3x3); elsewhere (GPUs
     pick their own algorithms) a direct convolution. Only in float32: Winograd's transforms
-    (entries up to 8 and 1/24) would add to bfloat16's rounding.
+    (entries up to 8 and 1/24) would add to bfloat16's rounding. Nor for symbolic sizes
+    (exported graphs run on any backend).
     """
     if (x.shape[-1] >= WINOGRAD_MIN_CHANNELS and jax.default_backend() == "cpu"
-            and x.dtype == jnp.float32):
+            and x.dtype == jnp.float32 and is_static(*x.shape[1:3])):
         return winograd_conv3x3_reflect(x, kernel, precision)
     return conv_valid(reflect_pad(x), kernel, precision)
 

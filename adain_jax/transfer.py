@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adain_jax import architectures, ops
+from adain_jax import architectures, models, ops
 from adain_jax.configs import DTYPES
 
 COLOR_MODES = ("coral", "luminance")
@@ -83,8 +83,9 @@ def decode(params, t, size: tuple[int, int] | None = None, *, dtype=None):
     dtype = compute_dtype(dtype)
     image = architectures.detect(params).decode(_cast(params["decoder"], dtype),
                                                 _cast(t, dtype))
-    if size is not None:
-        image = image[:, : size[0], : size[1], :]
+    if size is not None:  # lax.slice, not indexing: a gather when the sizes are symbolic
+        n, _, _, c = image.shape
+        image = jax.lax.slice(image, (0, 0, 0, 0), (n, size[0], size[1], c))
     return image
 
 
@@ -140,7 +141,7 @@ def _color_mode(preserve_color):
 
 def _check_feature_size(feat, what: str):
     """The unbiased std needs two positions at the AdaIN layer; one gives NaN silently."""
-    if feat.shape[1] * feat.shape[2] < 2:
+    if models.is_static(*feat.shape[1:3]) and feat.shape[1] * feat.shape[2] < 2:
         raise ValueError(f"{what} image too small: {feat.shape[1]}x{feat.shape[2]} at the "
                          "AdaIN layer needs at least 2 positions (e.g. 9 px on a side for VGG)")
 

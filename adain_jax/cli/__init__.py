@@ -97,6 +97,9 @@ def setup_logging(quiet: bool, verbose: bool = False) -> None:
     # set, not inherited: an earlier quiet command in the same process may have lowered it
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.getLogger("adain_jax").setLevel(level)
+    # `python -m adain_jax.style_bank` (and the other -m commands) runs its module as
+    # __main__, so its getLogger(__name__) lines are not under "adain_jax".
+    logging.getLogger("__main__").setLevel(level)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
