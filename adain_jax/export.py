@@ -22,9 +22,9 @@ with the weights baked in, for NHWC `content` (N, H, W, 3), `style` (1, Hs, Ws, 
 `jax.export.deserialize(data).call(content, style, alpha)`. Its output is `apply`'s,
 not clipped.
 
-Every side must be at least `min_side(arch)` pixels (9 for VGG-19): reflection padding
-needs two rows at the AdaIN layer, and so does its unbiased std. The exported shape
-constraints say so, and ONNX Runtime fails on smaller inputs.
+Every side must be at least `stylize_files.min_side(arch)` pixels (9 for VGG-19, 17 for
+DenseNet-121): reflection padding needs two rows at the AdaIN layer, and so does its
+unbiased std. The exported shape constraints say so; ONNX Runtime fails on smaller inputs.
 
 `export.json` beside the graphs records what made them: the weights file's sha256, the
 architecture, the minimum side and the versions of adain-jax, JAX and jax2onnx.
@@ -49,14 +49,6 @@ FORMATS = ("onnx", "stablehlo")
 ONNX_FILES = ("encoder.onnx", "decoder.onnx", "adain.onnx")
 STABLEHLO_FILE = "adain.stablehlo"
 OPSET = 23  # jax2onnx's default; onnxruntime >= 1.23 and onnxruntime-web 1.30 run it
-
-
-def min_side(arch) -> int:
-    """Smallest image side whose map at the AdaIN layer has two rows (or columns)."""
-    side = 1
-    while arch.feature_size(side) < 2:
-        side += 1
-    return side
 
 
 def _nhwc(x):
@@ -121,14 +113,17 @@ def _symbolic(names: str, low: int, batch: str | None = None):
                                                      if d != batch])
 
 
-def export_onnx(params, out_dir, *, opset: int = OPSET) -> dict[str, Path]:
-    """Write encoder.onnx, decoder.onnx and adain.onnx to `out_dir`; {name: path}."""
+def export_onnx(params, out_dir, *, opset: int = OPSET,
+                names: Sequence[str] = ONNX_FILES) -> dict[str, Path]:
+    """Write the graphs `names` (of encoder.onnx, decoder.onnx, adain.onnx) to `out_dir`;
+    returns {name: path}."""
     import jax
     import jax.numpy as jnp
     import onnx
     from jax2onnx import to_onnx
 
     from adain_jax import architectures, outputs
+    from adain_jax.stylize_files import min_side
 
     # onnx_ir warns for each shape tensor whose type jax2onnx leaves unset (harmless).
     logging.getLogger("onnx_ir").setLevel(logging.ERROR)
@@ -148,10 +143,12 @@ def export_onnx(params, out_dir, *, opset: int = OPSET) -> dict[str, Path]:
                        ["content", "style", "alpha"], ["image"]),
     }
     written = {}
-    for name, (fn, inputs, input_names, output_names) in graphs.items():
+    for name in names:
+        fn, inputs, input_names, output_names = graphs[name]
         began = time.perf_counter()
         model = to_onnx(fn, inputs, model_name=name.removesuffix(".onnx"), opset=opset,
                         input_names=input_names, output_names=output_names)
+        _drop_unused_initializers(model)
         onnx.checker.check_model(model, full_check=True)
         custom = {node.domain for node in model.graph.node} - {"", "ai.onnx"}
         assert not custom, f"{name}: operators outside the standard domain: {custom}"
@@ -161,6 +158,16 @@ def export_onnx(params, out_dir, *, opset: int = OPSET) -> dict[str, Path]:
     return written
 
 
+def _drop_unused_initializers(model) -> None:
+    """jax2onnx 0.17 leaves a constant or two that no node reads (ONNX Runtime warns,
+    onnxruntime-web at its error level)."""
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    unused = [t for t in model.graph.initializer if t.name not in used]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+
+
 def export_stablehlo(params, out_dir, *, platforms: Sequence[str] | None = None) -> Path:
     """Write adain.stablehlo (`jax.export.serialize` of `apply`) to `out_dir`."""
     import jax
@@ -168,6 +175,7 @@ def export_stablehlo(params, out_dir, *, platforms: Sequence[str] | None = None)
     from jax import export
 
     from adain_jax import architectures, outputs, transfer
+    from adain_jax.stylize_files import min_side
 
     arch = architectures.detect(params)
     n, h, w, hs, ws = _symbolic("n, h, w, hs, ws", min_side(arch), batch="n")
@@ -262,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     from adain_jax import architectures
+    from adain_jax.stylize_files import min_side
 
     arch = architectures.detect(params)
     written = []
