@@ -6,6 +6,7 @@ a style drawn from a bank (Geirhos et al., ICLR 2019; alpha 1 there).
     python -m adain_jax.stylize_dataset --content-dir photos/ --styles paintings/ --out DIR
     python -m adain_jax.stylize_dataset ... --shard 3/8          # the 4th of 8 processes
     python -m adain_jax.stylize_dataset ... --distributed        # one share per JAX process
+    python -m adain_jax.beam ... --runner FlinkRunner ...        # the same job on Apache Beam
 
 Order and identity. The contents are put in one order first: a folder's image files by
 path (`images.list_image_files`), a TFDS split by example index. A content's id is its
@@ -75,7 +76,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -232,6 +233,15 @@ class TfdsContents:
             raise JobError(f"cannot read TFDS dataset {self.name} split {split!r} ({reason}); "
                            f"prepare it with `tfds build {self.name} --file_format "
                            "array_record`") from None
+
+    def __getstate__(self) -> dict:
+        # pickled without its open data source, which is opened again where it is
+        # unpickled (adain_jax.beam ships the contents to its workers)
+        return {k: v for k, v in self.__dict__.items() if k != "source"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.source = self._open(self.split)
 
     def _sin_order(self) -> None:
         if not self.has_file_name or self.label_names is None:
@@ -456,7 +466,7 @@ def run_job(params, weights_sha256: str, bank, contents, out: Path,
     n_chunks = math.ceil(len(contents) / settings.chunk)
     mine = shard_chunks(n_chunks, shard)
     todo = [c for c in mine if not chunk_record(out, c).exists()]
-    size = lambda c: min(settings.chunk, len(contents) - c * settings.chunk)
+    size = lambda c: len(chunk_positions(len(contents), settings, c))
     total = sum(size(c) for c in mine)
     bar = tqdm(total=total, initial=total - sum(size(c) for c in todo), disable=not progress,
                file=sys.stderr, unit="img", dynamic_ncols=True)
@@ -464,93 +474,157 @@ def run_job(params, weights_sha256: str, bank, contents, out: Path,
     with bar:
         for c in todo:
             _run_chunk(params, weights_sha256, bank, contents, out, settings, c, row_of, bar)
-    images, failures = 0, []
-    for c in mine:
-        done = json.loads(chunk_record(out, c).read_text())
-        images += len(done["rows"])
-        failures += [tuple(f) for f in done["failures"]]
-    merged = all(chunk_record(out, c).exists() for c in range(n_chunks))
-    if merged:
-        write_manifest(out, n_chunks)
-    return Result(images, failures, merged)
+    images, failures = tally(out, mine)
+    return Result(images, failures, merge_if_done(out, n_chunks))
 
 
 def _run_chunk(params, weights_sha256, bank, contents, out, settings, chunk, row_of,
                bar) -> None:
+    done: dict[int, Done] = {}
+
+    def failed(item):
+        done[item.position] = Done(item, None, None)
+        bar.update(1)
+
+    loaded = load_chunk(contents, settings, out, chunk, failed)
+    with concurrent.futures.ThreadPoolExecutor(2) as savers:  # PNG/JPEG encoding
+        saving = []
+        for group in batches(loaded, settings.batch):
+            rows = [row_of(item) for item in group]
+            outs = stylize_group(params, bank, [item.rgb for item in group], rows,
+                                 settings.alpha)
+            for item, row, pixels in zip(group, rows, outs):
+                item = item._replace(rgb=None)
+                saving.append((item, row, savers.submit(save_output, out, settings, bank,
+                                                        item, row, pixels)))
+            bar.update(len(group))
+        for item, row, future in saving:  # every output is on disk before the record is
+            done[item.position] = Done(item, row, future.result())
+    positions = chunk_positions(len(contents), settings, chunk)
+    write_chunk(out, chunk, settings, bank, weights_sha256, [done[p] for p in positions])
+
+
+# ---- The pieces of a chunk (the job above; adain_jax.beam's pipeline) ----------------------
+
+class Done(NamedTuple):
+    """One content of a chunk, finished: stylised (`row` set) or failed (`item.error`)."""
+
+    item: Item  # without its pixels
+    row: int | None
+    record: bytes | None  # --format arrayrecord: its record, written with its chunk's
+
+
+def chunk_positions(n_contents: int, settings: Settings, chunk: int) -> range:
+    """The positions of the contents in `chunk`."""
+    start = chunk * settings.chunk
+    return range(start, min(start + settings.chunk, n_contents))
+
+
+def load_item(contents, settings: Settings, position: int) -> Item:
+    """The content at `position`, decoded and resized as the job stylises it (--resize)."""
+    item = contents.load(position)
+    if item.error is None and settings.resize == "sin":
+        try:
+            item = item._replace(rgb=sin_preprocess(item.rgb, settings.sin_sizes))
+        except ValueError as err:  # e.g. too small to crop
+            item = item._replace(rgb=None, error=str(err))
+    return item
+
+
+def load_chunk(contents, settings: Settings, out: Path, chunk: int,
+               failed: Callable[[Item], object]) -> Iterator[Item]:
+    """The contents of `chunk` that load, in order, decoded and resized (`load_item`) on
+    the prefetch threads, beside the encoder; `failed(item)` for each that does not.
+    What a killed run left of the chunk's record is cleared first."""
     from adain_jax import images
 
-    start = chunk * settings.chunk
-    positions = list(range(start, min(start + settings.chunk, len(contents))))
     _clear_temporaries(chunk_record(out, chunk))
-    prepare = ((lambda rgb: sin_preprocess(rgb, settings.sin_sizes))
-               if settings.resize == "sin" else (lambda rgb: rgb))
-
-    def load(position):  # on the prefetch threads: decode and resize beside the encoder
-        item = contents.load(position)
+    load = functools.partial(load_item, contents, settings)
+    for item in images.prefetched(load, chunk_positions(len(contents), settings, chunk)):
         if item.error is None:
-            try:
-                item = item._replace(rgb=prepare(item.rgb))
-            except ValueError as err:  # e.g. too small to crop
-                item = item._replace(rgb=None, error=str(err))
-        return item
+            yield item
+        else:
+            failed(item)
 
-    pending: dict[tuple, list] = {}  # shape -> [(item, row)]: batches of equal shapes
-    results: dict[int, tuple] = {}  # position -> (item, row, output pixels or None)
-    with concurrent.futures.ThreadPoolExecutor(2) as savers:  # PNG/JPEG encoding
-        saved = []
 
-        def flush(shape):
-            group = pending.pop(shape)
-            rows = np.array([row for _, row in group])
-            alpha = np.full(len(group), settings.alpha, np.float32)
-            outs = stylize_batch(params, np.stack([i.rgb for i, _ in group]),
-                                 bank.mean[rows], bank.std[rows], alpha)
-            for (item, row), pixels in zip(group, outs):
-                if settings.fmt != "arrayrecord":
-                    saved.append(savers.submit(_save, out / f"{item.output_base}.{settings.fmt}",
-                                               pixels))
-                    pixels = True  # written; only its success matters below
-                results[item.position] = (item, row, pixels)
-            bar.update(len(group))
+def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Loaded `items` of one chunk, in content order, as the groups that are stylised
+    together: equal shapes, each group given out as soon as it holds `size`, the
+    rest at the end (in the order their shapes first came). A chunk's groups depend on
+    its items only, so a rerun or another runner stylises the same groups."""
+    pending: dict[tuple, list[Item]] = {}
+    for item in items:
+        group = pending.setdefault(item.rgb.shape, [])
+        group.append(item)
+        if len(group) == size:
+            yield pending.pop(item.rgb.shape)
+    yield from pending.values()
 
-        for item in images.prefetched(load, positions):
-            if item.error is not None:
-                results[item.position] = (item, None, None)
-                bar.update(1)
-                continue
-            shape = item.rgb.shape
-            pending.setdefault(shape, []).append((item, row_of(item)))
-            if len(pending[shape]) == settings.batch:
-                flush(shape)
-        for shape in list(pending):
-            flush(shape)
-        for future in saved:
-            future.result()  # every output is on disk before the chunk's record is
 
+def stylize_group(params, bank, rgbs: Sequence[np.ndarray], rows: Sequence[int],
+                  alpha: float) -> np.ndarray:
+    """Contents of one shape, each with the style of its bank row, at `alpha`: (B, H, W, 3)."""
+    rows = np.asarray(rows)
+    return stylize_batch(params, np.stack(rgbs), bank.mean[rows], bank.std[rows],
+                         np.full(len(rows), alpha, np.float32))
+
+
+def save_output(out: Path, settings: Settings, bank, item: Item, row: int,
+                pixels: np.ndarray) -> bytes | None:
+    """A stylised content written to its file (png, jpg); or (arrayrecord) its record,
+    returned for `write_chunk`."""
+    if settings.fmt == "arrayrecord":
+        header = {"content_id": item.content_id, "style": bank.names[row],
+                  "alpha": settings.alpha, "height": int(pixels.shape[0]),
+                  "width": int(pixels.shape[1])}
+        if item.label is not None:
+            header["label"] = item.label
+        return encode_record(header, pixels)
+    _save(out / f"{item.output_base}.{settings.fmt}", pixels)
+    return None
+
+
+def write_chunk(out: Path, chunk: int, settings: Settings, bank, weights_sha256: str,
+                done: Sequence[Done]) -> None:
+    """A chunk's array_record file (arrayrecord), then its record
+    OUT/_chunks/chunk-NNNNNN.json: its manifest rows and failures. `done`: the chunk's
+    contents in order, their png/jpg outputs already on disk."""
     rows, failures, records = [], [], []
-    for position in positions:
-        item, row, pixels = results[position]
-        if pixels is None:
+    for item, row, record in done:
+        if item.error is not None:
             failures.append([item.content_id, item.error])
             log.warning("%s: skipped (%s)", item.content_id, item.error)
             continue
         if settings.fmt == "arrayrecord":
-            header = {"content_id": item.content_id, "style": bank.names[row],
-                      "alpha": settings.alpha, "height": int(pixels.shape[0]),
-                      "width": int(pixels.shape[1])}
-            if item.label is not None:
-                header["label"] = item.label
             output = f"{records_file(out, chunk).relative_to(out).as_posix()}#{len(records)}"
-            records.append(encode_record(header, pixels))
+            records.append(record)
         else:
             output = f"{item.output_base}.{settings.fmt}"
         rows.append([item.content_id, bank.names[row], bank.sha256[row], repr(settings.alpha),
                      str(settings.seed), weights_sha256, output])
     if settings.fmt == "arrayrecord":
         _write_records(records_file(out, chunk), records)
-    done = {"rows": rows, "failures": failures}
+    summary = {"rows": rows, "failures": failures}
     write_atomic(chunk_record(out, chunk),
-                  (json.dumps(done, sort_keys=True) + "\n").encode())
+                 (json.dumps(summary, sort_keys=True) + "\n").encode())
+
+
+def tally(out: Path, chunks: Iterable[int]) -> tuple[int, list[tuple[str, str]]]:
+    """(images stylised, failures) in the records of `chunks`, every one of them done."""
+    images, failures = 0, []
+    for c in chunks:
+        done = json.loads(chunk_record(out, c).read_text())
+        images += len(done["rows"])
+        failures += [tuple(f) for f in done["failures"]]
+    return images, failures
+
+
+def merge_if_done(out: Path, n_chunks: int) -> bool:
+    """`write_manifest` if every chunk has its record; whether it did."""
+    merged = all(chunk_record(out, c).exists() for c in range(n_chunks))
+    if merged:
+        write_manifest(out, n_chunks)
+    return merged
 
 
 def _save(path: Path, pixels: np.ndarray) -> None:
@@ -608,7 +682,7 @@ def load_styles(params, weights_sha256: str, styles: Path, out: Path, settings: 
     from adain_jax import style_bank
 
     if styles.is_dir():
-        path = out / "style_bank.safetensors"
+        path = bank_file(styles, out)
         if (out / "job.json").exists() and path.exists():
             bank = style_bank.load_bank(path, allow_incomplete=True)
             if bank.complete:
@@ -628,6 +702,20 @@ def load_styles(params, weights_sha256: str, styles: Path, out: Path, settings: 
                        f"{bank.weights_sha256[:12]}...); build the bank with --weights")
     if not len(bank):
         raise JobError(f"--styles {styles}: no styles in it")
+    return bank
+
+
+def bank_file(styles: Path, out: Path) -> Path:
+    """The job's bank file: --styles, or OUT/style_bank.safetensors built from its folder."""
+    return out / "style_bank.safetensors" if styles.is_dir() else styles
+
+
+def start_job(params, weights_sha256: str, contents, styles: Path, out: Path,
+              settings: Settings, progress: bool = False):
+    """The job's style bank (`load_styles`), once OUT/job.json is written or found to hold
+    the same settings (`check_job`)."""
+    bank = load_styles(params, weights_sha256, styles, out, settings, progress)
+    check_job(out, job_spec(settings, contents, bank, weights_sha256, str(styles.resolve())))
     return bank
 
 
@@ -659,11 +747,17 @@ exit status: 0 when every content was stylised; 2 when some could not be (listed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adain_jax.download import default_weights_path
-
     parser = Parser(prog=PROG, epilog=EPILOG,
                     description="Stylise a whole dataset with AdaIN, each image with a style "
                                 "drawn from a bank (Stylized-ImageNet-like), resumably.")
+    add_job_flags(parser, shards=True)
+    return parser
+
+
+def add_job_flags(parser: argparse.ArgumentParser, *, shards: bool) -> None:
+    """This command's flags, and adain_jax.beam's (shards=False: no --shard, --distributed)."""
+    from adain_jax.download import default_weights_path
+
     source = parser.add_argument_group("contents (one of)")
     source.add_argument("--tfds", metavar="NAME",
                         help="a prepared TFDS dataset (e.g. imagenet2012), read with "
@@ -691,21 +785,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="png",
                         help="png or jpg files mirroring the source, or arrayrecord shards "
                              "(default: png)")
-    parser.add_argument("--shard", metavar="I/N", help="do the I-th of N shares (0 <= I < N)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="jax.distributed.initialize (cluster environment), then "
-                             "--shard process_index/process_count")
+    if shards:
+        parser.add_argument("--shard", metavar="I/N",
+                            help="do the I-th of N shares (0 <= I < N)")
+        parser.add_argument("--distributed", action="store_true",
+                            help="jax.distributed.initialize (cluster environment), then "
+                                 "--shard process_index/process_count")
     parser.add_argument("--batch", type=int, default=1,
                         help="images per jitted call when their shapes match (default: 1)")
     parser.add_argument("--sin-compat", action="store_true",
                         help="Stylized-ImageNet's own style assignment (seed 49809, val "
                              "then train, ImageFolder order), alpha 1")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar" if shards else "log only problems")
     parser.add_argument("--chunk-size", type=int, default=CHUNK, help=argparse.SUPPRESS)
     parser.add_argument("--sin-sizes", default=",".join(map(str, SIN_SIZES)),
                         help=argparse.SUPPRESS)  # for tests: tiny images
     add_common_flags(parser)
-    return parser
+
+
+def job_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
+    """The Settings of `add_job_flags`' arguments; a usage error (exit 1) if they clash."""
+    if (args.tfds is None) == (args.content_dir is None):
+        parser.error("give --tfds NAME or --content-dir DIR (one of them)")
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.batch < 1 or args.chunk_size < 1:
+        parser.error("--batch must be 1 or more")
+    if args.sin_compat and args.seed is not None:
+        parser.error(f"--sin-compat uses Stylized-ImageNet's seed {SIN_SEED}; drop --seed")
+    sizes = tuple(int(x) for x in args.sin_sizes.split(",") if x.strip().isdigit())
+    if len(sizes) != 2 or not sizes[0] >= sizes[1] > 0:
+        parser.error("--sin-sizes must be RESIZE,CROP with RESIZE >= CROP > 0")
+    return Settings(seed=SIN_SEED if args.sin_compat else (args.seed or 0), alpha=args.alpha,
+                    resize=args.resize or ("sin" if args.sin_compat else "keep"),
+                    fmt=args.format, sin_compat=args.sin_compat, batch=args.batch,
+                    chunk=args.chunk_size, sin_sizes=sizes)
+
+
+def open_contents(args: argparse.Namespace, out: Path):
+    """The contents `add_job_flags`' arguments name: TfdsContents or FolderContents."""
+    if args.tfds:
+        return TfdsContents(args.tfds, args.split, args.data_dir, args.sin_compat)
+    return FolderContents(Path(args.content_dir), out, args.sin_compat)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -719,28 +841,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
-    if (args.tfds is None) == (args.content_dir is None):
-        parser.error("give --tfds NAME or --content-dir DIR (one of them)")
-    if not 0.0 <= args.alpha <= 1.0:
-        parser.error(f"--alpha must be in [0, 1], got {args.alpha}")
-    if args.batch < 1 or args.chunk_size < 1:
-        parser.error("--batch must be 1 or more")
-    if args.sin_compat and args.seed is not None:
-        parser.error(f"--sin-compat uses Stylized-ImageNet's seed {SIN_SEED}; drop --seed")
+    settings = job_settings(parser, args)
     if args.distributed and args.shard:
         parser.error("give --shard or --distributed, not both")
     try:
         shard = parse_shard(args.shard) if args.shard else (0, 1)
-        sizes = tuple(int(x) for x in args.sin_sizes.split(","))
-        if len(sizes) != 2 or not sizes[0] >= sizes[1] > 0:
-            raise ValueError("--sin-sizes must be RESIZE,CROP with RESIZE >= CROP > 0")
-    except (JobError, ValueError) as err:
-        parser.error(str(err).removeprefix(f"{PROG}: "))
-    settings = Settings(seed=SIN_SEED if args.sin_compat else (args.seed or 0),
-                        alpha=args.alpha,
-                        resize=args.resize or ("sin" if args.sin_compat else "keep"),
-                        fmt=args.format, sin_compat=args.sin_compat, batch=args.batch,
-                        chunk=args.chunk_size, sin_sizes=sizes)
+    except JobError as err:
+        parser.error(str(err))
     out, styles = Path(args.out), Path(args.styles)
     from adain_jax import outputs, style_bank
     from adain_jax.download import default_weights_path, sha256_file
@@ -760,16 +867,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights_path = Path(args.weights) if args.weights else default_weights_path()
         params = load_params(weights_path)
         weights_sha256 = sha256_file(weights_path)
-        if args.tfds:
-            contents = TfdsContents(args.tfds, args.split, args.data_dir, args.sin_compat)
-        else:
-            contents = FolderContents(Path(args.content_dir), out, args.sin_compat)
+        contents = open_contents(args, out)
         out.mkdir(parents=True, exist_ok=True)
         start_compile_cache(args)
         work_starts()
-        bank = load_styles(params, weights_sha256, styles, out, settings, not args.quiet)
-        check_job(out, job_spec(settings, contents, bank, weights_sha256,
-                                str(styles.resolve())))
+        bank = start_job(params, weights_sha256, contents, styles, out, settings,
+                         not args.quiet)
         began = time.perf_counter()
         result = run_job(params, weights_sha256, bank, contents, out, settings, shard=shard,
                          progress=not args.quiet)
