@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adain_jax import architectures, gatys, images, losses, outputs, transfer, weights
-from adain_jax.cli import Parser, run_main, setup_logging
+from adain_jax.cli import Parser, run_main, setup_logging, whole_number
 from adain_jax.configs import TEMPORAL_MODES
 from adain_jax.models import CONTENT_LAYER, STYLE_LAYERS
 
@@ -371,16 +371,6 @@ def load_folder(folder, count: int, size: int, what: str) -> dict:
     return loaded
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     from adain_jax.download import default_weights_path
 
@@ -402,18 +392,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="weights with the VGG-19 encoder that measures the losses and "
                              "that Gatys et al. optimise with; adain-vgg's weights unless "
                              f"given (default: {default_weights_path()})")
-    parser.add_argument("--num-contents", type=_positive, default=NUM_CONTENTS, metavar="N",
+    parser.add_argument("--num-contents", type=whole_number(1), default=NUM_CONTENTS, metavar="N",
                         help="first N content images by name (default: %(default)s)")
-    parser.add_argument("--num-styles", type=_positive, default=NUM_STYLES, metavar="N",
+    parser.add_argument("--num-styles", type=whole_number(1), default=NUM_STYLES, metavar="N",
                         help="first N style images by name (default: %(default)s)")
     parser.add_argument("--size", type=int, default=SIZE, metavar="PX",
                         help="resize the shorter side to PX and crop the centre square, for "
                              f"every image (>= {MIN_SIZE}; default: %(default)s)")
-    parser.add_argument("--gatys-steps", type=_positive, default=gatys.STEPS, metavar="N",
+    parser.add_argument("--gatys-steps", type=whole_number(1), default=gatys.STEPS, metavar="N",
                         help="optimisation steps of gatys (default: %(default)s)")
     parser.add_argument("--gatys-optimizer", choices=gatys.OPTIMIZERS, default="lbfgs",
                         help="(default: %(default)s)")
-    parser.add_argument("--thumb", type=_positive, default=THUMB, metavar="PX",
+    parser.add_argument("--thumb", type=whole_number(1), default=THUMB, metavar="PX",
                         help="contact sheet cell side (default: %(default)s)")
     parser.add_argument("--out", default="evaluation", metavar="DIR",
                         help="folder for results.csv and sheet_<label>.png "

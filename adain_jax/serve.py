@@ -39,7 +39,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from adain_jax import download, images
-from adain_jax.cli import Parser, add_common_flags, run_main, setup_logging, start_compile_cache
+from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
+                           start_compile_cache, whole_number)
 
 log = logging.getLogger(__name__)
 
@@ -538,18 +539,6 @@ def _extract(tarball: Path, folder: Path) -> None:
 
 # ---- Command line ----------------------------------------------------------------------
 
-def _whole(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
 def _megabytes(text: str) -> float:
     try:
         value = float(text)
@@ -570,18 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{download.default_weights_path()})")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s, this machine only)")
-    parser.add_argument("--port", type=_whole(0), default=DEFAULT_PORT,
+    parser.add_argument("--port", type=whole_number(0), default=DEFAULT_PORT,
                         help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=_megabytes, default=DEFAULT_MAX_UPLOAD_MB,
                         metavar="MB", help="largest request body; a larger upload is refused "
                                            "(HTTP 413) (default: %(default)s)")
-    parser.add_argument("--max-side", type=_whole(16), default=DEFAULT_MAX_SIDE, metavar="PX",
+    parser.add_argument("--max-side", type=whole_number(16), default=DEFAULT_MAX_SIDE, metavar="PX",
                         help="downscale each upload so that its longer side is at most PX "
                              "(aspect kept; never enlarged) (default: %(default)s)")
-    parser.add_argument("--style-cache", type=_whole(1), default=DEFAULT_STYLE_CACHE,
+    parser.add_argument("--style-cache", type=whole_number(1), default=DEFAULT_STYLE_CACHE,
                         metavar="N", help="styles (and masks) kept encoded (default: "
                                           "%(default)s)")
-    parser.add_argument("--content-cache", type=_whole(1), default=DEFAULT_CONTENT_CACHE,
+    parser.add_argument("--content-cache", type=whole_number(1), default=DEFAULT_CONTENT_CACHE,
                         metavar="N", help="contents kept encoded (default: %(default)s)")
     parser.add_argument("--onnx", metavar="DIR",
                         help="folder with encoder.onnx and decoder.onnx (adain_jax.export) "

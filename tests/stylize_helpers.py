@@ -60,6 +60,21 @@ def weights(params, tmp_path_factory):
     return str(adain_jax.save_params(params, tmp_path_factory.mktemp("w") / "rand.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def bank_path(params, weights, tmp_path_factory):
+    """A style bank of three random 20 x 20 styles, built with `params` (style_bank.py)."""
+    folder = tmp_path_factory.mktemp("styles") / "images"
+    rng = np.random.default_rng(7)
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(folder / name, random_image(rng, 20, 20))
+    path = folder.parent / "bank.safetensors"
+    from adain_jax import style_bank
+    from adain_jax.download import sha256_file
+
+    style_bank.build_bank(params, sha256_file(weights), folder, path, style_size=0)
+    return path
+
+
 def write_image(path, pixels):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)

@@ -29,22 +29,11 @@ from adain_jax import style_bank  # noqa: E402
 from adain_jax import stylize_dataset as sd  # noqa: E402
 from adain_jax.download import sha256_file  # noqa: E402
 from tests.stylize_helpers import random_image, write_image  # noqa: E402
-from tests.stylize_helpers import params, weights  # noqa: E402,F401  (fixtures)
+from tests.stylize_helpers import bank_path, params, weights  # noqa: E402,F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ["--runner=FnApiRunner", "--direct_num_workers=1"]
 SHAPES = [(32, 40), (40, 32), (36, 36)]
-
-
-@pytest.fixture(scope="module")
-def bank_path(params, weights, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("styles") / "images"
-    rng = np.random.default_rng(7)
-    for name in ("a.png", "b.png", "c.png"):
-        write_image(folder / name, random_image(rng, 20, 20))
-    path = folder.parent / "bank.safetensors"
-    style_bank.build_bank(params, sha256_file(weights), folder, path, style_size=0)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -30,22 +30,11 @@ from adain_jax import stylize_dataset as sd
 from adain_jax.download import sha256_file
 from tests.stylize_helpers import (as_float, assert_matches, pixels, quantise, random_image,
                                    reference_apply, write_image)
-from tests.stylize_helpers import params, weights  # noqa: F401  (fixtures)
+from tests.stylize_helpers import bank_path, params, weights  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (40, 32)  # --resize sin at a test size: Resize(40), CenterCrop(32)
 CHUNK = 2
-
-
-@pytest.fixture(scope="module")
-def bank_path(params, weights, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("styles") / "images"
-    rng = np.random.default_rng(7)
-    for name in ("a.png", "b.png", "c.png"):
-        write_image(folder / name, random_image(rng, 20, 20))
-    path = folder.parent / "bank.safetensors"
-    style_bank.build_bank(params, sha256_file(weights), folder, path, style_size=0)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,21 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def whole_number(minimum: int, what: str = ""):
+    """An argparse type: a whole number (of `what`), at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            of = f" of {what}" if what else ""
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number{of}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """--no-compile-cache and -v/--verbose, for the commands that compile programs."""
     parser.add_argument("--no-compile-cache", action="store_true",

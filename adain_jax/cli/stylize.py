@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from adain_jax.cli import (Parser, add_common_flags, run_main, setup_logging,
-                           start_compile_cache, work_starts)
+                           start_compile_cache, whole_number, work_starts)
 from adain_jax.configs import (DEFAULT_OUTPUT, DEFAULT_SIZE, DEFAULT_VIDEO_BATCH,
                                DEFAULT_VIDEO_EXT, GATYS_OPTIMIZERS, GATYS_STYLE_LOSSES,
                                DTYPE_CHOICES, DTYPES, METHODS, STATS_FRAMES, TEMPORAL_MODES,
@@ -90,19 +90,6 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _whole(what: str, minimum: int):
-    """An argparse type: a whole number of `what`, at least `minimum`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, got {text!r}")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = Parser(prog=PROG, epilog=EPILOG,
                     description="Arbitrary style transfer with AdaIN (Huang & Belongie, 2017).")
@@ -127,11 +114,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "flag is given alone) matches the style image's colour "
                              "statistics to the content's, as the reference; 'luminance' "
                              "stylises luminance only (default: off)")
-    parser.add_argument("--content-size", type=_whole("pixels", 0), default=DEFAULT_SIZE,
+    parser.add_argument("--content-size", type=whole_number(0, "pixels"), default=DEFAULT_SIZE,
                         metavar="N",
                         help="resize the content's shorter side to N px, 0 keeps its size "
                              "(default: %(default)s)")
-    parser.add_argument("--style-size", type=_whole("pixels", 0), default=DEFAULT_SIZE,
+    parser.add_argument("--style-size", type=whole_number(0, "pixels"), default=DEFAULT_SIZE,
                         metavar="N",
                         help="resize the style's shorter side to N px, 0 keeps its size "
                              "(default: %(default)s)")
@@ -142,7 +129,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="adain: one pass through the trained decoder; gatys: optimise "
                              "the image (slow, no decoder; see below) (default: %(default)s)")
     # None when not given, so that giving them with --method adain can be refused
-    parser.add_argument("--steps", type=_whole("steps", 1), metavar="N",
+    parser.add_argument("--steps", type=whole_number(1, "steps"), metavar="N",
                         help=f"gatys: optimisation steps (default: {Settings.steps})")
     parser.add_argument("--optimizer", choices=GATYS_OPTIMIZERS,
                         help=f"gatys: the optimiser (default: {Settings.optimizer})")
@@ -165,8 +152,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--video-ext", choices=("mp4", "mkv"),
                         help="format of videos written to an output folder: mp4 (H.264) or "
                              f"mkv (lossless FFV1) (default: {DEFAULT_VIDEO_EXT})")
-    parser.add_argument("--video-batch", type=_whole("frames", 1), default=DEFAULT_VIDEO_BATCH,
-                        metavar="N",
+    parser.add_argument("--video-batch", type=whole_number(1, "frames"),
+                        default=DEFAULT_VIDEO_BATCH, metavar="N",
                         help="video frames stylised per call; more can be faster on a GPU "
                              "(default: %(default)s)")
     parser.add_argument("--temporal", choices=TEMPORAL_MODES, default="none",
