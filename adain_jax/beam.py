@@ -49,7 +49,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from adain_jax import stylize_dataset as sd
-from adain_jax.cli import Parser, run_main, setup_logging, start_compile_cache, work_starts
+from adain_jax.cli import Parser, run_main, setup_logging
 
 PROG = "python -m adain_jax.beam"
 
@@ -288,26 +288,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = sd.job_settings(parser, args)
     out, styles = Path(args.out), Path(args.styles)
     from adain_jax import outputs, style_bank
-    from adain_jax.download import default_weights_path, sha256_file
-    from adain_jax.weights import WeightsError, load_params
+    from adain_jax.weights import WeightsError
 
     try:
         problem = outputs.folder_problem(out)
         if problem:
             raise sd.JobError(f"--out {out}: {problem}")
-        weights_path = Path(args.weights) if args.weights else default_weights_path()
-        params = load_params(weights_path)  # here too: a bad file is one line, not a failed job
-        weights_sha256 = sha256_file(weights_path)
-        contents = sd.open_contents(args, out)
-        out.mkdir(parents=True, exist_ok=True)
-        start_compile_cache(args)
-        work_starts()
-        sd.start_job(params, weights_sha256, contents, styles, out, settings, not args.quiet)
+        # Loads the weights here too: a bad file is one line, not a failed pipeline.
+        job = sd.prepare_job(args, out, styles, settings)
         began = time.perf_counter()
         with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-            build_pipeline(p, weights_path, sd.bank_file(styles, out), contents, out,
+            build_pipeline(p, job.weights_path, sd.bank_file(styles, out), job.contents, out,
                            settings, share_model=args.share_model)
-        images, failures = sd.tally(out, range(math.ceil(len(contents) / settings.chunk)))
+        images, failures = sd.tally(out, range(math.ceil(len(job.contents) / settings.chunk)))
     except (sd.JobError, WeightsError, style_bank.BankError, OSError) as err:
         message = err.strerror if isinstance(err, OSError) and err.strerror else err
         print(f"{PROG}: error: {message}", file=sys.stderr)

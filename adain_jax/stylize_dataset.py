@@ -710,6 +710,35 @@ def bank_file(styles: Path, out: Path) -> Path:
     return out / "style_bank.safetensors" if styles.is_dir() else styles
 
 
+class Job(NamedTuple):
+    """What a run of the job works with, once `prepare_job` has checked and loaded it."""
+
+    params: dict
+    weights_path: Path
+    weights_sha256: str
+    contents: object  # FolderContents or TfdsContents
+    bank: object  # style_bank.StyleBank
+
+
+def prepare_job(args: argparse.Namespace, out: Path, styles: Path, settings: Settings) -> Job:
+    """The weights, contents and style bank of the job the command line asks for, with
+    OUT made and its job.json checked (`start_job`); from here Ctrl-C is the job's to
+    handle (`work_starts`). Raises JobError, WeightsError, BankError or OSError."""
+    from adain_jax.download import default_weights_path, sha256_file
+    from adain_jax.weights import load_params
+
+    weights_path = Path(args.weights) if args.weights else default_weights_path()
+    params = load_params(weights_path)
+    weights_sha256 = sha256_file(weights_path)
+    contents = open_contents(args, out)
+    out.mkdir(parents=True, exist_ok=True)
+    start_compile_cache(args)
+    work_starts()
+    bank = start_job(params, weights_sha256, contents, styles, out, settings,
+                     not args.quiet)
+    return Job(params, weights_path, weights_sha256, contents, bank)
+
+
 def start_job(params, weights_sha256: str, contents, styles: Path, out: Path,
               settings: Settings, progress: bool = False):
     """The job's style bank (`load_styles`), once OUT/job.json is written or found to hold
@@ -850,8 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     out, styles = Path(args.out), Path(args.styles)
     from adain_jax import outputs, style_bank
-    from adain_jax.download import default_weights_path, sha256_file
-    from adain_jax.weights import WeightsError, load_params
+    from adain_jax.weights import WeightsError
 
     try:
         problem = outputs.folder_problem(out)
@@ -864,18 +892,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             parallel.initialize_distributed()
             shard = (jax.process_index(), jax.process_count())
-        weights_path = Path(args.weights) if args.weights else default_weights_path()
-        params = load_params(weights_path)
-        weights_sha256 = sha256_file(weights_path)
-        contents = open_contents(args, out)
-        out.mkdir(parents=True, exist_ok=True)
-        start_compile_cache(args)
-        work_starts()
-        bank = start_job(params, weights_sha256, contents, styles, out, settings,
-                         not args.quiet)
+        job = prepare_job(args, out, styles, settings)
         began = time.perf_counter()
-        result = run_job(params, weights_sha256, bank, contents, out, settings, shard=shard,
-                         progress=not args.quiet)
+        result = run_job(job.params, job.weights_sha256, job.bank, job.contents, out, settings,
+                         shard=shard, progress=not args.quiet)
     except (JobError, WeightsError, style_bank.BankError, OSError) as err:
         message = err.strerror if isinstance(err, OSError) and err.strerror else err
         print(f"{PROG}: error: {message}", file=sys.stderr)
