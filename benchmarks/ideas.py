@@ -4,7 +4,8 @@
     python benchmarks/ideas.py --only layers,flags --reps 3
 
   layers     every 3x3 conv shape of a 512² stylise: XLA's direct convolution, Winograd
-             F(4x4, 3x3), shift-and-matmul (9 shifted views x matmul) and im2col + one dot
+             F(4x4, 3x3), the taps product (few outputs: x @ all nine taps, shifted sum),
+             shift-and-matmul (9 shifted views x matmul) and im2col + one dot
   pad        reflection padding: jnp.pad(mode="reflect") vs the static gather models.py uses
   precision  lax.Precision.HIGHEST vs DEFAULT for float32 convolutions on CPU
   threshold  stylise 512² with Winograd from 64 / 128 / 256 input channels, or never
@@ -116,9 +117,12 @@ def ideas_layers(reps):
         ref = np.asarray(direct(x, k), np.float64)
         for name, fn in (("direct (lax.conv)", direct),
                          ("winograd F(4x4,3x3)", models.winograd_conv3x3_reflect),
+                         ("taps product, shifted sum", models.taps_conv3x3_reflect),
                          ("shift-and-matmul", shift_matmul), ("im2col + dot", im2col)):
             if name == "im2col + dot" and side * side * cin > 2**24:
                 continue  # the 9x copy is gigabytes: no contender
+            if name.startswith("taps") and cout > 4 * models.TAPS_MAX_OUT_CHANNELS:
+                continue  # the product is 9x the output: only for few outputs
             r = measure(fn, x, k, reps=reps)
             err = np.linalg.norm(np.asarray(fn(x, k), np.float64) - ref) / np.linalg.norm(ref)
             show(f"{name} (rel diff {err:.0e})", r, flops)

@@ -83,29 +83,57 @@ def test_winograd_conv_matches_float64(h, w):
     assert ref.rel_l2(direct, expected) < 1e-5
 
 
+@pytest.mark.parametrize("h,w,cin,cout", [(2, 3, 9, 3), (13, 6, 64, 3), (5, 7, 4, 8)])
+def test_taps_conv_matches_float64(h, w, cin, cout):
+    """The few-outputs form against the direct float64 sum (1e-5 relative L2; a tap
+    shifted by one pixel or swapped is off by O(1)), and its gradient (the direct
+    convolution's, by custom_vjp) checked as the adjoint: for a bilinear conv,
+    <conv(x, k), g> = <x, dx> = <k, dk>, in float64 (1e-5 relative)."""
+    rng = np.random.default_rng(h * w + cin)
+    x = rng.standard_normal((2, h, w, cin)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    g = rng.standard_normal((2, h, w, cout)).astype(np.float32)
+    expected = np_conv3x3_reflect(x, kernel)
+    out, vjp = jax.vjp(models.taps_conv3x3_reflect, x, kernel)
+    dx, dk = jax.jit(vjp)(g)
+    assert out.shape == expected.shape
+    assert ref.rel_l2(out, expected) < 1e-5
+    inner = float(np.sum(expected * g))
+    for arg, grad in ((x, dx), (kernel, dk)):
+        assert grad.shape == arg.shape
+        adjoint = float(np.sum(np.asarray(grad, np.float64) * arg))
+        assert abs(adjoint - inner) <= 1e-5 * np.sqrt(np.sum(expected ** 2) * np.sum(g ** 2))
+
+
 def _convolutions(fn, *args) -> int:
     """How many convolution ops the lowered program of `fn(*args)` holds (no compile)."""
     return jax.jit(fn).lower(*args).as_text().count("stablehlo.convolution")
 
 
 def test_backend_picks_winograd_on_cpu_only():
-    """On CPU a 3x3 layer with >= WINOGRAD_MIN_CHANNELS inputs lowers to Winograd (matrix
-    products, no convolution op); narrower layers, and every layer elsewhere, convolve."""
+    """On CPU a 3x3 layer with >= WINOGRAD_MIN_CHANNELS inputs lowers to Winograd, and one
+    with <= TAPS_MAX_OUT_CHANNELS outputs to the taps product (matrix products, no
+    convolution op); other layers, and every layer elsewhere, convolve."""
     cpu = jax.default_backend() == "cpu"
     wide = jax.ShapeDtypeStruct((1, 8, 8, models.WINOGRAD_MIN_CHANNELS), jnp.float32)
     narrow = jax.ShapeDtypeStruct((1, 8, 8, models.WINOGRAD_MIN_CHANNELS - 1), jnp.float32)
-    kernel = lambda x: jax.ShapeDtypeStruct((3, 3, x.shape[-1], 4), jnp.float32)
+    kernel = lambda x, cout=16: jax.ShapeDtypeStruct((3, 3, x.shape[-1], cout), jnp.float32)
+    few = models.TAPS_MAX_OUT_CHANNELS
     assert _convolutions(models.conv3x3_reflect, wide, kernel(wide)) == (0 if cpu else 1)
     assert _convolutions(models.conv3x3_reflect, narrow, kernel(narrow)) == 1
+    assert _convolutions(models.conv3x3_reflect, narrow, kernel(narrow, few)) == (0 if cpu else 1)
+    assert _convolutions(models.conv3x3_reflect, narrow, kernel(narrow, few + 1)) == 1
 
-    # The real layers: in the decoder only conv1_2 and conv1_1 (64 inputs) convolve on
-    # CPU; in the encoder conv0 (1x1), conv1_1, conv1_2 and conv2_1 (3 or 64 inputs).
+    # The real layers: in the decoder only conv1_2 (64 -> 64) convolves on CPU, conv1_1
+    # (64 -> 3) takes the taps product; in the encoder conv0 (1x1), conv1_1, conv1_2 and
+    # conv2_1 (3 or 64 inputs) convolve.
     params = jax.eval_shape(models.init_params, jax.random.key(0))
     narrow_dec = [c for c in models.DECODER_LAYERS
-                  if c != models.UP and c.in_channels < models.WINOGRAD_MIN_CHANNELS]
+                  if c != models.UP and c.in_channels < models.WINOGRAD_MIN_CHANNELS
+                  and c.out_channels > models.TAPS_MAX_OUT_CHANNELS]
     narrow_enc = [c for c in models.ENCODER_LAYERS
                   if c != models.POOL and (c.kernel == 1 or c.in_channels < 128)]
-    assert [c.name for c in narrow_dec] == ["conv1_2", "conv1_1"]
+    assert [c.name for c in narrow_dec] == ["conv1_2"]
     assert [c.name for c in narrow_enc] == ["conv0", "conv1_1", "conv1_2", "conv2_1"]
     t = jax.ShapeDtypeStruct((1, 2, 2, 512), jnp.float32)
     image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
