@@ -369,6 +369,20 @@ def memory(runs) -> list[dict]:
 
 # ---- Report ----------------------------------------------------------------------------
 
+def vector_isa() -> str:
+    """The widest x86 vector extension the CPU reports ("avx512f", "avx2", ...), or "".
+
+    Ratios against PyTorch depend on the machine (stylise 256²: 1.00x the best torch on
+    the 2-core EPYC of 2026-11-22, whose fp32 matmul peak measured 365 GFLOP/s; 0.72x on
+    the AVX2 2-core EPYC of 2026-12-02, 189 GFLOP/s), so results name it.
+    """
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return ""
+    return next((isa for isa in ("avx512f", "avx2", "avx", "sse4_2") if isa in flags), "")
+
+
 def machine() -> dict:
     model = platform.processor()
     try:
@@ -379,7 +393,8 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": model, "cores": os.cpu_count(), "jax": jax.__version__,
+    return {"cpu": model, "vector_isa": vector_isa(), "cores": os.cpu_count(),
+            "jax": jax.__version__,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg": os.getloadavg(),
             "date": datetime.date.today().isoformat()}
@@ -443,8 +458,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
 
     info = machine()
-    print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores, load {info['load_avg']}",
-          file=sys.stderr)
+    print(f"# {info['date']}  {info['cpu']} ({info['vector_isa']}), {info['cores']} cores, "
+          f"load {info['load_avg']}", file=sys.stderr)
     models_ = make_models()
     parity = check_parity(models_)
     print(f"  parity with the torch port at 64²: rel L2 {parity:.1e}", file=sys.stderr)
@@ -458,10 +473,10 @@ def main(argv=None) -> int:
         report["memory"] = memory(runs)
     info["load_avg_end"] = os.getloadavg()
 
-    print(f"\n{info['date']}, {info['cpu']}, {info['cores']} cores, jax {info['jax']}, "
-          f"torch {info['torch']} ({info['torch_threads']} threads); measured fp32 peak "
-          f"{peak['best']:.0f} GFLOP/s; load average {info['load_avg'][0]:.1f} -> "
-          f"{info['load_avg_end'][0]:.1f}\n")
+    print(f"\n{info['date']}, {info['cpu']} ({info['vector_isa']}), {info['cores']} cores, "
+          f"jax {info['jax']}, torch {info['torch']} ({info['torch_threads']} threads); "
+          f"measured fp32 peak {peak['best']:.0f} GFLOP/s; load average "
+          f"{info['load_avg'][0]:.1f} -> {info['load_avg_end'][0]:.1f}\n")
     if results:
         print(table(results, peak["best"]))
     if "cached512" in cases and "stylize512" in cases:
