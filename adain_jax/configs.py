@@ -26,6 +26,12 @@ GATYS_STEPS = 500  # Gatys et al. as timed in the AdaIN paper (Table 1)
 GATYS_OPTIMIZERS = ("lbfgs", "adam")
 GATYS_STYLE_LOSSES = ("gram", "meanstd")
 
+# ---- python -m adain_jax.evaluate (the paper's protocol, Sec. 7.1)
+
+EVAL_NUM_CONTENTS, EVAL_NUM_STYLES, EVAL_SIZE = 50, 10, 512
+EVAL_THUMB = 128  # contact sheet cell side
+EVAL_MIN_SIZE = 32  # DenseNet's stride-16 map needs 2 x 2 positions for a std
+
 
 def alpha_range(alpha) -> tuple[float, float]:
     """Augmentation's alpha (Eq. 14), a number or a (low, high) range in [0, 1], as a range."""

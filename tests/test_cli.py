@@ -36,13 +36,15 @@ def test_every_entry_point_has_version(script):
     assert result.stdout.strip().endswith(f"(adain-jax {adain_jax.__version__})")
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [*SCRIPTS, "-m adain_jax.evaluate"])
 def test_help_does_not_import_jax(script):
     """--help answers before the libraries load (it took seconds importing JAX first)."""
+    run_it = (f"runpy.run_module({script[3:]!r}, run_name='__main__', alter_sys=True)"
+              if script.startswith("-m ") else f"runpy.run_path({script!r}, run_name='__main__')")
     probe = ("import runpy, sys\n"
              f"sys.argv = [{script!r}, '--help']\n"
              "try:\n"
-             f"    runpy.run_path({script!r}, run_name='__main__')\n"
+             f"    {run_it}\n"
              "except SystemExit as stop:\n"
              "    assert stop.code in (0, None), stop.code\n"
              "print('jax imported' if 'jax' in sys.modules else 'no jax')\n")
@@ -51,8 +53,8 @@ def test_help_does_not_import_jax(script):
     assert "usage:" in result.stdout and result.stdout.strip().endswith("no jax")
 
 
-@pytest.mark.parametrize("script,console", SCRIPTS.items())
-def test_console_scripts_work_outside_a_checkout(script, console, tmp_path):
+@pytest.mark.parametrize("console", [*SCRIPTS.values(), "adain-evaluate"])
+def test_console_scripts_work_outside_a_checkout(console, tmp_path):
     """pip install puts adain-stylize & co. beside the interpreter; they need no checkout."""
     path = shutil.which(console, path=str(Path(sys.executable).parent))
     if path is None:

@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adain_jax import densenet, evaluate, weights
+from adain_jax import densenet, evaluation, weights
+from adain_jax.cli import evaluate
 from tests import torch_reference as ref
 from tests.densenet_reference import randomized_densenet
 from tests.test_densenet import decoder_params, torch_decoder
@@ -107,7 +108,7 @@ def test_table_of_means_and_spreads_is_printed(result):
 
 def test_csv_has_one_row_per_method_content_style(run, result):
     header, *body = result[1]
-    assert tuple(header) == evaluate.CSV_COLUMNS
+    assert tuple(header) == evaluation.CSV_COLUMNS
     assert len(body) == len(METHODS) * 2 * 2
     assert [(r[0], r[1], r[2]) for r in body] == [
         (m, c, s) for m in METHODS for c in run["contents"] for s in run["styles"]]
@@ -140,7 +141,7 @@ def test_losses_equal_the_reference_for_one_row(run, result, reference):
 
 
 def test_contact_sheets_have_the_stated_layout(run, result, reference):
-    gap, n_c, n_s = evaluate.SHEET_GAP, 2, 2
+    gap, n_c, n_s = evaluation.SHEET_GAP, 2, 2
     height = (n_c + 1) * SIZE + (n_c + 2) * gap
     width = (n_s + 1) * SIZE + (n_s + 2) * gap
     cell = lambda r, c: (slice(gap + r * (SIZE + gap), gap + r * (SIZE + gap) + SIZE),
@@ -224,7 +225,7 @@ def test_labels_tell_apart_two_runs_with_the_same_file_name(run, result, tmp_pat
             same = float(r[column]) == pytest.approx(float(vgg_row[column]), rel=1e-6)
             assert same == (r[0] == "a"), (r, vgg_row)
     assert sorted(p.name for p in out.glob("sheet_*")) == ["sheet_a.png", "sheet_b.png"]
-    cell = (slice(evaluate.SHEET_GAP + SIZE + evaluate.SHEET_GAP, None),) * 2  # row 1, col 1
+    cell = (slice(evaluation.SHEET_GAP + SIZE + evaluation.SHEET_GAP, None),) * 2  # row 1, col 1
     output = np.asarray(Image.open(out / "sheet_a.png"))[cell][:SIZE, :SIZE]
     vgg_sheet = np.asarray(Image.open(run["out"] / "sheet_adain-vgg.png"))
     np.testing.assert_array_equal(output, vgg_sheet[cell][:SIZE, :SIZE])

@@ -30,7 +30,8 @@ import pytest
 
 import adain_jax
 import stylize
-from adain_jax import evaluate, ops, stylize_files, temporal, transfer, video
+from adain_jax import evaluation, ops, stylize_files, temporal, transfer, video
+from adain_jax.cli import evaluate
 from adain_jax.configs import Settings
 from tests.stylize_helpers import pixels, random_image, write_image
 from tests.stylize_helpers import params, weights  # noqa: F401  (fixtures)
@@ -215,10 +216,11 @@ def change(outputs):
 
 
 def mean_losses(params, contents, outputs, style):
-    """Content and style loss (evaluate.measure) averaged over frames: one batch, whose
+    """Content and style loss (evaluation.measure) averaged over frames: one batch, whose
     mean squared errors are the means of the frames' own (all frames have one size)."""
-    return [float(x) for x in evaluate.measure(params["encoder"], jnp.asarray(np.stack(outputs)),
-                                               jnp.asarray(np.stack(contents)), style)]
+    losses = evaluation.measure(params["encoder"], jnp.asarray(np.stack(outputs)),
+                                jnp.asarray(np.stack(contents)), style)
+    return [float(x) for x in losses]
 
 
 @pytest.fixture(scope="module")

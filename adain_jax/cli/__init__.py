@@ -1,4 +1,4 @@
-"""The command lines: stylize, train, convert_weights (and `python -m adain_jax.evaluate`).
+"""The command lines: stylize, train, convert_weights and `python -m adain_jax.evaluate`.
 
 Each is a module here with `main(argv) -> exit status` and `run()`, the console script
 (`adain-stylize`, `adain-train`, `adain-convert`, `adain-evaluate`); the scripts at the top
