@@ -226,13 +226,14 @@ def taps_conv3x3_reflect(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return functools.reduce(operator.add, out)
 
 
-def _direct_conv3x3_reflect(x, kernel):
-    return conv_valid(reflect_pad(x), kernel)
+def direct_conv3x3_reflect(x, kernel, precision=lax.Precision.HIGHEST):
+    """conv3x3_reflect as XLA's own convolution of the padded `x`."""
+    return conv_valid(reflect_pad(x), kernel, precision)
 
 
 taps_conv3x3_reflect.defvjp(
     lambda x, kernel: (taps_conv3x3_reflect(x, kernel), (x, kernel)),
-    lambda saved, g: jax.vjp(_direct_conv3x3_reflect, *saved)[1](g))
+    lambda saved, g: jax.vjp(direct_conv3x3_reflect, *saved)[1](g))
 
 
 def conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIGHEST):
@@ -251,7 +252,7 @@ def conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIG
         if (kernel.shape[-1] <= TAPS_MAX_OUT_CHANNELS
                 and precision == lax.Precision.HIGHEST):
             return taps_conv3x3_reflect(x, kernel)
-    return conv_valid(reflect_pad(x), kernel, precision)
+    return direct_conv3x3_reflect(x, kernel, precision)
 
 
 class ConvLayer(nn.Module):
