@@ -5,27 +5,26 @@ loss = content_weight * loss_c + style_weight * loss_s, torch.optim.Adam with th
 lr / (1 + lr_decay * i) before step i.
 
 Weights: random, the encoder's scaled by 2 and the decoder's by 3 from PyTorch's default
-init. With these the float32 gradients are well conditioned (ours land ~1e-6 from a
-float64 computation); with the decoder at its default init the decoded image is nearly
-flat, its feature statistics cancel and float32 gradients, torch's as ours, are only good
-to ~4e-4. content_weight 100 makes L_c's gradient as large as L_s's.
+init, so that the decoded image is not nearly flat (its feature statistics would cancel).
 
-Tolerances, float32 step against the float64 torch step: losses <= 1e-5 relative at
-step 1 (measured 1.2e-7) and 1e-4 at step 2 (5.8e-6: its parameters already differ by
-step 1's rounding, see below); gradients <= 1e-4 relative L2 per tensor (measured 1e-6,
-and 2.5e-5 at step 2).
+Exactness is tested in float64 on both sides (jax x64; the CPU's Winograd and taps
+convolutions are float32-only, so this runs the direct form): two steps' losses, gradients
+and parameter updates (new - old, whose relative L2 is not dominated by the unchanged
+weights) agree to 1e-10 or better (measured 1e-14 for gradients, 6e-12 for updates).
 
-Parameter updates (new - old per tensor, not the new parameters, whose relative L2 is
-dominated by the unchanged weights). Adam's first steps move each weight by about
-lr * g / (|g| + 1e-8), i.e. lr * sign(g): elements whose gradient is tiny (|g| near 1e-8,
-a few in 1e5 here) come out anywhere in [-lr, lr] from float32 rounding. So the end-to-end
-update differs from the float64 reference by up to 5e-3 relative L2 for us (torch's own
-float32 step: 3e-2 to 0.17), which is rounding, not a bug. The update is therefore
-checked in two parts: the gradients (above), and the update our step applied against
+The float32 step is then held to float32's conditioning, not to luck. Max-pool near-ties
+and ReLU signs flip under rounding, so even at these scales float32 gradients of this
+16x16 problem are only good to ~4e-4: torch's own float32 step is 3.5e-4 relative L2 from
+its float64 one, ours 2.9e-4 under XLA optimisation level 0 on an AVX-512 CPU and 1e-6
+at the default level (the rounding differs, not the maths). So: gradients <= 2e-3 relative
+L2 per tensor against the float64 port evaluated at our own parameters (a wrong gradient is
+O(1)); losses <= 1e-5 relative. A float32 trajectory is not compared end to end: Adam's
+first steps move each weight by about lr * g / (|g| + 1e-8), i.e. lr * sign(g), so
+elements with tiny gradients land anywhere in [-lr, lr] (torch float32 against torch
+float64: 3e-2 to 0.17). Instead the update our step applied is checked against
 torch.optim.Adam (float64) fed our own gradients, <= 1e-4 relative L2 (measured 1.7e-5
 and 4.3e-5: the new float32 weights, ~0.05, are rounded to ~4e-9, against updates of
-~1e-4); plus the end-to-end update against the reference step, <= 3e-2 (measured 5e-3;
-torch's own float32 step is further off).
+~1e-4).
 """
 import os
 import struct
@@ -41,7 +40,7 @@ import torch
 from adain_jax import parallel, train
 from tests import torch_reference as ref
 
-ENCODER_SCALE, DECODER_SCALE = 2.0, 3.0  # well-conditioned float32 gradients, see above
+ENCODER_SCALE, DECODER_SCALE = 2.0, 3.0  # a decoded image that is not flat, see above
 CONFIG = train.TrainConfig(batch_size=2, lr=1e-4, lr_decay=0.5,  # decay visible in 2 steps
                            content_weight=100.0, style_weight=1.0)
 
@@ -76,17 +75,37 @@ def torch_training(dtype, batches, config=CONFIG):
     for i, batch in enumerate(batches):
         for group in opt.param_groups:  # the port's adjust_learning_rate(optimizer, i)
             group["lr"] = config.lr / (1.0 + config.lr_decay * i)
-        to = lambda x: torch.from_numpy(x.transpose(0, 3, 1, 2) / 255.0).to(dtype)  # not via
-        # ref.nchw, which rounds to float32
-        loss_c, loss_s = net(to(batch["content"]), to(batch["style"]))
-        loss = config.content_weight * loss_c + config.style_weight * loss_s
+        loss_c, loss_s = torch_loss(net, batch, dtype, config)
         opt.zero_grad()
-        loss.backward()
+        (config.content_weight * loss_c + config.style_weight * loss_s).backward()
         opt.step()
         grads.append(flax_decoder({n: p.grad for n, p in decoder.named_parameters()}))
         params.append(flax_decoder(dict(decoder.named_parameters())))
         losses.append((loss_c.item(), loss_s.item()))
     return params, grads, losses
+
+
+def torch_loss(net, batch, dtype, config=CONFIG):
+    """The port's (loss_c, loss_s) of Net.forward on a uint8 batch."""
+    to = lambda x: torch.from_numpy(x.transpose(0, 3, 1, 2) / 255.0).to(dtype)  # not via
+    # ref.nchw, which rounds to float32
+    return net(to(batch["content"]), to(batch["style"]))
+
+
+def torch_gradients_at(params, batch, config=CONFIG):
+    """The port's float64 losses and decoder gradients at our decoder `params`."""
+    vgg, decoder = torch_models(torch.float64)
+    tensors = dict(decoder.named_parameters())
+    with torch.no_grad():
+        for name, i in ref.PORT_DECODER_CONVS.items():
+            kernel = np.asarray(params[name]["kernel"], np.float64).transpose(3, 2, 0, 1)
+            tensors[f"{i}.weight"].copy_(torch.from_numpy(kernel))
+            tensors[f"{i}.bias"].copy_(torch.from_numpy(np.asarray(params[name]["bias"],
+                                                                   np.float64)))
+    loss_c, loss_s = torch_loss(ref.Net(vgg, decoder), batch, torch.float64, config)
+    (config.content_weight * loss_c + config.style_weight * loss_s).backward()
+    grads = flax_decoder({n: p.grad for n, p in decoder.named_parameters()})
+    return grads, (loss_c.item(), loss_s.item())
 
 
 def adam_gradients(opt_states) -> list:
@@ -152,21 +171,35 @@ def torch_adam(start, grads, config=CONFIG):
 
 
 def test_two_steps_match_the_ports_training_step():
+    """In float64 on both sides (jax x64) our step is the port's to rounding: everything."""
     batches = uint8_batches(2)
     ref_params, ref_grads, ref_losses = torch_training(torch.float64, batches)
+    with jax.enable_x64():
+        params, grads, metrics = our_training(np.float64, batches)
+    assert jax.tree.leaves(params[-1])[0].dtype == np.float64
+    for i in range(2):
+        assert metrics[i]["loss_c"] == pytest.approx(ref_losses[i][0], rel=1e-12)
+        assert metrics[i]["loss_s"] == pytest.approx(ref_losses[i][1], rel=1e-12)
+        assert float(metrics[i]["lr"]) == pytest.approx(CONFIG.lr / (1 + CONFIG.lr_decay * i))
+        grad_err = per_tensor(ref.rel_l2, grads[i], ref_grads[i])
+        assert max(grad_err.values()) <= 1e-10, grad_err
+        update_err = per_tensor(ref.rel_l2, updates(params)[i], updates(ref_params)[i])
+        assert max(update_err.values()) <= 1e-9, update_err
+
+
+def test_float32_step_is_the_float64_step_to_rounding():
+    """The float32 program (Winograd and taps convolutions) at float32's conditioning."""
+    batches = uint8_batches(2)
     params, grads, metrics = our_training(np.float32, batches)
     adam_on_our_grads = torch_adam(params[0], grads)
     for i in range(2):
-        rel = 1e-5 if i == 0 else 1e-4
-        assert metrics[i]["loss_c"] == pytest.approx(ref_losses[i][0], rel=rel)
-        assert metrics[i]["loss_s"] == pytest.approx(ref_losses[i][1], rel=rel)
-        assert float(metrics[i]["lr"]) == pytest.approx(CONFIG.lr / (1 + CONFIG.lr_decay * i))
-        grad_err = per_tensor(ref.rel_l2, grads[i], ref_grads[i])
-        assert max(grad_err.values()) <= 1e-4, grad_err
+        ref_grads, ref_losses = torch_gradients_at(params[i], batches[i])
+        assert metrics[i]["loss_c"] == pytest.approx(ref_losses[0], rel=1e-5)
+        assert metrics[i]["loss_s"] == pytest.approx(ref_losses[1], rel=1e-5)
+        grad_err = per_tensor(ref.rel_l2, grads[i], ref_grads)
+        assert max(grad_err.values()) <= 2e-3, grad_err
         adam_err = per_tensor(ref.rel_l2, updates(params)[i], updates(adam_on_our_grads)[i])
         assert max(adam_err.values()) <= 1e-4, adam_err
-        end_to_end = per_tensor(ref.rel_l2, updates(params)[i], updates(ref_params)[i])
-        assert max(end_to_end.values()) <= 3e-2, end_to_end
 
 
 def test_lr_schedule_is_the_ports():
