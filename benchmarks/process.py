@@ -16,7 +16,6 @@ The port re-encodes the style for every pair, as its test.py does; we encode eac
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -131,14 +130,16 @@ def run_case(case: str, fx: dict, reps: int, work: Path) -> dict:
             "ratio": medians["adain-jax"] / medians["port"]}
 
 
-def machine() -> dict:
-    import jax
-    import torch
+def machine(load_at_start: float) -> dict:
+    """bench.machine()'s facts (CPU model and vector extension: ratios depend on them).
 
-    return {"date": datetime.date.today().isoformat(), "cpu": platform.processor() or
-            platform.machine(), "cores": os.cpu_count(), "load": os.getloadavg()[0],
-            "python": platform.python_version(), "jax": jax.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    Imported only here, after the timed runs: bench imports adain_jax, which appends its
+    XLA options to this process's XLA_FLAGS, and the runs' environments copy it.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench
+
+    return {**bench.machine(), "load": load_at_start, "python": platform.python_version()}
 
 
 def table(results: list[dict]) -> str:
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown cases: {', '.join(unknown)}")
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         fx = make_fixtures(work / "fixtures")
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
             print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+        args.json.write_text(json.dumps({"machine": machine(load_at_start), "results": results}, indent=1))
     return 0
 
 
