@@ -175,7 +175,8 @@ def main(argv=None) -> int:
             print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(load_at_start), "results": results}, indent=1))
+        args.json.write_text(json.dumps({"machine": machine(load_at_start), "results": results},
+                                        indent=1))
     return 0
 
 

@@ -75,9 +75,9 @@ def torch_training(dtype, batches, config=CONFIG):
     for i, batch in enumerate(batches):
         for group in opt.param_groups:  # the port's adjust_learning_rate(optimizer, i)
             group["lr"] = config.lr / (1.0 + config.lr_decay * i)
-        loss_c, loss_s = torch_loss(net, batch, dtype, config)
+        loss, (loss_c, loss_s) = torch_loss(net, batch, dtype, config)
         opt.zero_grad()
-        (config.content_weight * loss_c + config.style_weight * loss_s).backward()
+        loss.backward()
         opt.step()
         grads.append(flax_decoder({n: p.grad for n, p in decoder.named_parameters()}))
         params.append(flax_decoder(dict(decoder.named_parameters())))
@@ -86,24 +86,19 @@ def torch_training(dtype, batches, config=CONFIG):
 
 
 def torch_loss(net, batch, dtype, config=CONFIG):
-    """The port's (loss_c, loss_s) of Net.forward on a uint8 batch."""
+    """The port's weighted loss and its (loss_c, loss_s) of Net.forward on a uint8 batch."""
     to = lambda x: torch.from_numpy(x.transpose(0, 3, 1, 2) / 255.0).to(dtype)  # not via
     # ref.nchw, which rounds to float32
-    return net(to(batch["content"]), to(batch["style"]))
+    loss_c, loss_s = net(to(batch["content"]), to(batch["style"]))
+    return config.content_weight * loss_c + config.style_weight * loss_s, (loss_c, loss_s)
 
 
 def torch_gradients_at(params, batch, config=CONFIG):
     """The port's float64 losses and decoder gradients at our decoder `params`."""
     vgg, decoder = torch_models(torch.float64)
-    tensors = dict(decoder.named_parameters())
-    with torch.no_grad():
-        for name, i in ref.PORT_DECODER_CONVS.items():
-            kernel = np.asarray(params[name]["kernel"], np.float64).transpose(3, 2, 0, 1)
-            tensors[f"{i}.weight"].copy_(torch.from_numpy(kernel))
-            tensors[f"{i}.bias"].copy_(torch.from_numpy(np.asarray(params[name]["bias"],
-                                                                   np.float64)))
-    loss_c, loss_s = torch_loss(ref.Net(vgg, decoder), batch, torch.float64, config)
-    (config.content_weight * loss_c + config.style_weight * loss_s).backward()
+    ref.load_into(decoder, params, ref.PORT_DECODER_CONVS)  # cast to float64: exact
+    loss, (loss_c, loss_s) = torch_loss(ref.Net(vgg, decoder), batch, torch.float64, config)
+    loss.backward()
     grads = flax_decoder({n: p.grad for n, p in decoder.named_parameters()})
     return grads, (loss_c.item(), loss_s.item())
 
