@@ -64,23 +64,56 @@ def np_conv3x3_reflect(x, kernel):
                for i in range(3) for j in range(3))
 
 
+def np_conv3x3_reflect_grads(x, kernel, g):
+    """Float64 gradients of `np_conv3x3_reflect` for the output cotangent `g`: the kernel's
+    correlates the padded input with g; the input's scatters g through each tap, then
+    folds each reflected border row and column back onto the one it copies."""
+    x, kernel, g = (np.asarray(a, np.float64) for a in (x, kernel, g))
+    n, h, w, _ = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    dkernel = np.array([[np.einsum("nhwi,nhwo->io", xp[:, i:i + h, j:j + w], g)
+                         for j in range(3)] for i in range(3)])
+    dxp = np.zeros_like(xp)
+    for i in range(3):
+        for j in range(3):
+            dxp[:, i:i + h, j:j + w] += g @ kernel[i, j].T
+    source = lambda size: np.r_[1, np.arange(size), size - 2]  # padded index -> source
+    dx_rows = np.zeros((n, h, w + 2, x.shape[-1]))
+    for p, row in enumerate(source(h)):
+        dx_rows[:, row] += dxp[:, p]
+    dx = np.zeros_like(x)
+    for p, col in enumerate(source(w)):
+        dx[:, :, col] += dx_rows[:, :, p]
+    return dx, dkernel
+
+
 # 2 px (the smallest side reflection allows), whole 4-px tiles, and sides that leave
 # partial tiles; 9 input channels: the transforms do not depend on how many.
 @pytest.mark.parametrize("h,w", [(2, 3), (4, 8), (13, 6)])
 def test_winograd_conv_matches_float64(h, w):
-    """F(4x4, 3x3) against the direct float64 sum; tolerance 1e-5 relative L2 (float32
-    Winograd rounding lands near 1e-6; a wrong transform entry is off by O(1))."""
+    """F(4x4, 3x3) and its hand-written gradient against the direct float64 sums; tolerance
+    1e-5 relative L2 (float32 Winograd rounding lands near 1e-6; a wrong transform entry,
+    or overlapping tiles not added up in the gradient, is off by O(1e-1) or more)."""
     rng = np.random.default_rng(h * w)
     x = rng.standard_normal((2, h, w, 9)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 9, 5)).astype(np.float32)
+    g = rng.standard_normal((2, h, w, 5)).astype(np.float32)
     expected = np_conv3x3_reflect(x, kernel)
+    expected_dx, expected_dkernel = np_conv3x3_reflect_grads(x, kernel, g)
+
     # jitted: eagerly each of Winograd's few dozen ops would compile on its own
-    both = jax.jit(lambda x, k: (models.winograd_conv3x3_reflect(x, k),
-                                 models.conv_valid(models.reflect_pad(x), k)))
-    winograd, direct = both(x, kernel)
+    @jax.jit
+    def both(x, k, g):
+        winograd, vjp = jax.vjp(models.winograd_conv3x3_reflect, x, k)
+        return winograd, vjp(g), models.conv_valid(models.reflect_pad(x), k)
+
+    winograd, (dx, dkernel), direct = both(x, kernel, g)
     assert winograd.shape == expected.shape
     assert ref.rel_l2(winograd, expected) < 1e-5
     assert ref.rel_l2(direct, expected) < 1e-5
+    assert dx.shape == x.shape and dkernel.shape == kernel.shape
+    assert ref.rel_l2(dx, expected_dx) < 1e-5
+    assert ref.rel_l2(dkernel, expected_dkernel) < 1e-5
 
 
 @pytest.mark.parametrize("h,w,cin,cout", [(2, 3, 9, 3), (13, 6, 64, 3), (5, 7, 4, 8)])
