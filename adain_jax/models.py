@@ -256,7 +256,7 @@ def winograd_conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Prec
     batched matrix product. The gradient is written out the same way (the transposed
     transforms and products) instead of differentiated: autodiff turned each stack into
     pads and adds over 6x the data, and at 64x64x256 the input gradient took 1.8x as
-    long (benchmarks/ideas.py, "winograd").
+    long (benchmarks/ideas.py, "gradients").
     """
     return _winograd(x, kernel, precision)[0]
 
@@ -276,24 +276,45 @@ def _winograd_bwd(precision, saved, g):
 winograd_conv3x3_reflect.defvjp(_winograd, _winograd_bwd)
 
 
+def _taps(kernel: jax.Array) -> jax.Array:
+    """(3, 3, cin, cout) -> (cin, 9 * cout): every tap's matrix side by side, tap (i, j) at
+    columns (3i + j) * cout onwards."""
+    cin, cout = kernel.shape[2:]
+    return jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin, 9 * cout)
+
+
 @jax.custom_vjp
 def taps_conv3x3_reflect(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """conv3x3_reflect for few output channels (the decoder's last layer, 64 -> 3).
 
-    One matrix product gives all nine taps' contributions, x @ (cin, 9 * cout), and the
+    One matrix product gives all nine taps' contributions, z = x @ (cin, 9 * cout), and the
     output sums their shifted slices; padding commutes with the per-pixel product, so the
     (small) product is padded instead of `x`. XLA's direct convolution vectorises over
     output channels: on a 2-core EPYC it ran 64 -> 3 at 512² in 61 ms, this in 9 ms.
-    The gradient is the direct convolution's: differentiated, the product's kernel
-    gradient (a contraction over every pixel) took 3x the direct one's.
     """
-    n, h, w, cin = x.shape
+    n, h, w, _ = x.shape
     cout = kernel.shape[-1]
-    taps = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin, 9 * cout)
-    z = reflect_pad(jnp.dot(x, taps, precision=lax.Precision.HIGHEST))
+    z = reflect_pad(jnp.dot(x, _taps(kernel), precision=lax.Precision.HIGHEST))
     out = [lax.slice(z, (0, i, j, (3 * i + j) * cout), (n, i + h, j + w, (3 * i + j + 1) * cout))
            for i in range(3) for j in range(3)]
     return functools.reduce(operator.add, out)
+
+
+def _taps_bwd(saved, g):
+    """The gradient written out: the cotangent of z (the shifted sum's and the padding's
+    adjoints applied to `g`, a small array), then two products, x's gradient dz @ taps^T and
+    the taps' x^T @ dz. At batch 8, 256², 64 -> 3 (a train step's last layer) this took 153
+    ms where the direct convolution's gradient took 422, and JAX's differentiation of the
+    forward pass 3x as long for the kernel's (benchmarks/ideas.py, "gradients")."""
+    x, kernel = saved
+    cin, cout = kernel.shape[2:]
+    dz = jnp.concatenate([jnp.pad(g, ((0, 0), (i, 2 - i), (j, 2 - j), (0, 0)))
+                          for i in range(3) for j in range(3)], axis=-1)
+    dz = _fold_border(_fold_border(dz, 1), 2).reshape(-1, 9 * cout)
+    hi = lax.Precision.HIGHEST
+    dx = jnp.dot(dz, _taps(kernel).T, precision=hi).reshape(x.shape)
+    dtaps = jnp.dot(x.reshape(-1, cin).T, dz, precision=hi)
+    return dx, jnp.transpose(dtaps.reshape(cin, 3, 3, cout), (1, 2, 0, 3))
 
 
 def direct_conv3x3_reflect(x, kernel, precision=lax.Precision.HIGHEST):
@@ -301,9 +322,8 @@ def direct_conv3x3_reflect(x, kernel, precision=lax.Precision.HIGHEST):
     return conv_valid(reflect_pad(x), kernel, precision)
 
 
-taps_conv3x3_reflect.defvjp(
-    lambda x, kernel: (taps_conv3x3_reflect(x, kernel), (x, kernel)),
-    lambda saved, g: jax.vjp(direct_conv3x3_reflect, *saved)[1](g))
+taps_conv3x3_reflect.defvjp(lambda x, kernel: (taps_conv3x3_reflect(x, kernel), (x, kernel)),
+                            _taps_bwd)
 
 
 def conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIGHEST):

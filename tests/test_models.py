@@ -118,24 +118,22 @@ def test_winograd_conv_matches_float64(h, w):
 
 @pytest.mark.parametrize("h,w,cin,cout", [(2, 3, 9, 3), (13, 6, 64, 3), (5, 7, 4, 8)])
 def test_taps_conv_matches_float64(h, w, cin, cout):
-    """The few-outputs form against the direct float64 sum (1e-5 relative L2; a tap
-    shifted by one pixel or swapped is off by O(1)), and its gradient (the direct
-    convolution's, by custom_vjp) checked as the adjoint: for a bilinear conv,
-    <conv(x, k), g> = <x, dx> = <k, dk>, in float64 (1e-5 relative)."""
+    """The few-outputs form and its hand-written gradient against the direct float64 sums
+    (1e-5 relative L2; a tap shifted by one pixel or swapped, or a border not folded back
+    in the gradient, is off by O(1e-1) or more)."""
     rng = np.random.default_rng(h * w + cin)
     x = rng.standard_normal((2, h, w, cin)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
     g = rng.standard_normal((2, h, w, cout)).astype(np.float32)
     expected = np_conv3x3_reflect(x, kernel)
+    expected_dx, expected_dkernel = np_conv3x3_reflect_grads(x, kernel, g)
     out, vjp = jax.vjp(models.taps_conv3x3_reflect, x, kernel)
-    dx, dk = jax.jit(vjp)(g)
+    dx, dkernel = jax.jit(vjp)(g)
     assert out.shape == expected.shape
     assert ref.rel_l2(out, expected) < 1e-5
-    inner = float(np.sum(expected * g))
-    for arg, grad in ((x, dx), (kernel, dk)):
-        assert grad.shape == arg.shape
-        adjoint = float(np.sum(np.asarray(grad, np.float64) * arg))
-        assert abs(adjoint - inner) <= 1e-5 * np.sqrt(np.sum(expected ** 2) * np.sum(g ** 2))
+    assert dx.shape == x.shape and dkernel.shape == kernel.shape
+    assert ref.rel_l2(dx, expected_dx) < 1e-5
+    assert ref.rel_l2(dkernel, expected_dkernel) < 1e-5
 
 
 def _convolutions(fn, *args) -> int:
