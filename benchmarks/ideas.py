@@ -159,22 +159,20 @@ def ideas_precision(reps):
 
 
 def ideas_gradients(reps):
-    print("gradients of 3x3 layers, batch 8 as in a train step: input only (the encoder on "
-          "g(t)), input and kernel (the decoder); a vjp of a linear op needs no forward")
+    print("gradients of the decoder's last layer, 256² 64->3, batch 8 as in a train step; "
+          "a vjp of a linear op needs no forward")
     rng = np.random.default_rng(0)
-    for side, cin, cout in ((256, 64, 3),):
-        x = jnp.asarray(rng.standard_normal((8, side, side, cin), dtype=np.float32))
-        k = jnp.asarray(rng.standard_normal((3, 3, cin, cout), dtype=np.float32) / (3 * cin**0.5))
-        g = jnp.asarray(rng.standard_normal((8, side, side, cout), dtype=np.float32))
-        print(f" {side}² {cin}->{cout}")
-        name, fast = "taps", models.taps_conv3x3_reflect
-        # .fun: the forward pass alone, which jax then differentiates
-        for label, fn in (("direct", direct), (f"{name}, differentiated", fast.fun),
-                          (f"{name}, written-out gradient (kept)", fast)):
-            input_grad = lambda x, k, g, fn=fn: jax.vjp(lambda x: fn(x, k), x)[1](g)
-            show(f"{label}: input", measure(input_grad, x, k, g, reps=reps))
-            both = lambda x, k, g, fn=fn: jax.vjp(fn, x, k)[1](g)
-            show(f"{label}: input and kernel", measure(both, x, k, g, reps=reps))
+    x = jnp.asarray(rng.standard_normal((8, 256, 256, 64), dtype=np.float32))
+    k = jnp.asarray(rng.standard_normal((3, 3, 64, 3), dtype=np.float32) / 24)
+    g = jnp.asarray(rng.standard_normal((8, 256, 256, 3), dtype=np.float32))
+    taps = models.taps_conv3x3_reflect
+    # taps.fun: the forward pass alone, which jax then differentiates
+    for label, fn in (("direct", direct), ("taps, differentiated", taps.fun),
+                      ("taps, written-out gradient (kept)", taps)):
+        input_grad = lambda x, k, g, fn=fn: jax.vjp(lambda x: fn(x, k), x)[1](g)
+        show(f"{label}: input", measure(input_grad, x, k, g, reps=reps))
+        both = lambda x, k, g, fn=fn: jax.vjp(fn, x, k)[1](g)
+        show(f"{label}: input and kernel", measure(both, x, k, g, reps=reps))
 
 
 def stylize_512(reps):
