@@ -165,16 +165,29 @@ WINOGRAD_MIN_CHANNELS = 128
 TAPS_MAX_OUT_CHANNELS = 8
 
 
-def _winograd_tiles(xp: jax.Array, axis: int, tiles: int) -> jax.Array:
-    """(6, ...) stack of the 6-row tiles of padded `xp` along `axis`: tile t starts at 4t.
+def _combine(coefficients, arrays) -> jax.Array:
+    """sum_k coefficients[k] * arrays[k], zero terms left out: one elementwise fusion."""
+    terms = [a if c == 1 else -a if c == -1 else float(c) * a
+             for c, a in zip(coefficients, arrays) if c != 0]
+    return functools.reduce(operator.add, terms)
 
-    Strided slices rather than a gather, so that the gradient is a pad, not a scatter.
-    Rows past the end (zeros) only reach outputs that are cropped away.
-    """
-    extra = 4 * tiles + 2 - xp.shape[axis]
-    if extra > 0:
-        xp = jnp.pad(xp, [(0, 0)] * axis + [(0, extra)] + [(0, 0)] * (xp.ndim - axis - 1))
-    return jnp.stack([lax.slice_in_dim(xp, i, i + 4 * tiles - 3, 4, axis) for i in range(6)])
+
+def _tile_rows(x: jax.Array, axis: int, tiles: int) -> list[jax.Array]:
+    """Row a (0..5) of every 6-row tile of `x` along `axis` (tile t starts at 4t), as six
+    strided slices; `x` holds 4 * tiles + 2 rows."""
+    return [lax.slice_in_dim(x, a, a + 4 * tiles - 3, 4, axis) for a in range(6)]
+
+
+def _untile_rows(rows: list[jax.Array], axis: int, tiles: int) -> jax.Array:
+    """Adjoint of `_tile_rows`: 4 * tiles + 2 rows, where neighbouring tiles overlap (rows 4
+    and 5 of tile t are rows 0 and 1 of tile t + 1) their two contributions add up."""
+    pad = lambda z, before, after: jnp.pad(
+        z, [(0, 0)] * axis + [(before, after)] + [(0, 0)] * (z.ndim - axis - 1))
+    blocks = [pad(rows[a], 0, 1) + pad(rows[a + 4], 1, 0) if a < 2 else pad(rows[a], 0, 1)
+              for a in range(4)]  # rows 4t + a for t in 0..tiles
+    x = jnp.stack(blocks, axis=axis + 1)
+    x = x.reshape(x.shape[:axis] + (4 * tiles + 4,) + x.shape[axis + 2:])
+    return lax.slice_in_dim(x, 0, 4 * tiles + 2, axis=axis)
 
 
 def _transform(matrix: np.ndarray, x: jax.Array, precision) -> jax.Array:
@@ -184,26 +197,89 @@ def _transform(matrix: np.ndarray, x: jax.Array, precision) -> jax.Array:
     return out.reshape((matrix.shape[0],) + x.shape[1:])
 
 
+def _winograd_input(x: jax.Array, precision) -> jax.Array:
+    """B^T d B of every 6x6 tile d of reflect-padded `x` (n, h, w, c), laid out as
+    (6 column, 6 row, n, tiles down, tiles across, c)."""
+    n, h, w, _ = x.shape
+    th, tw = -(-h // 4), -(-w // 4)
+    # Zero rows and columns past the end only reach outputs that are cropped away.
+    xp = jnp.pad(reflect_pad(x), ((0, 0), (0, 4 * th - h), (0, 4 * tw - w), (0, 0)))
+    down = _transform(WINOGRAD_BT, jnp.stack(_tile_rows(xp, 1, th)), precision)
+    return _transform(WINOGRAD_BT, jnp.stack(_tile_rows(down, 3, tw)), precision)
+
+
+def _winograd_input_adjoint(dv: jax.Array, h: int, w: int) -> jax.Array:
+    """The gradient of `_winograd_input` for its output's cotangent `dv`: (n, h, w, c)."""
+    tw, th = dv.shape[4], dv.shape[3]
+    down = _untile_rows([_combine(WINOGRAD_BT[:, b], list(dv)) for b in range(6)], 3, tw)
+    xp = _untile_rows([_combine(WINOGRAD_BT[:, a], list(down)) for a in range(6)], 1, th)
+    return _fold_border(_fold_border(xp[:, :h + 2, :w + 2], 1), 2)
+
+
+def _winograd_output(m: jax.Array, h: int, w: int, precision) -> jax.Array:
+    """A^T M A of every tile M of `m` (6 column, 6 row, n, th, tw, d), each 4x4 result
+    written in place: (n, h, w, d)."""
+    _, _, n, th, tw, d = m.shape
+    y = _transform(WINOGRAD_AT, m, precision)  # (4 j, 6 row, ...)
+    y = _transform(WINOGRAD_AT, jnp.moveaxis(y, 1, 0), precision)  # (4 i, 4 j, ...)
+    return jnp.transpose(y, (2, 3, 0, 4, 1, 5)).reshape(n, 4 * th, 4 * tw, d)[:, :h, :w]
+
+
+def _winograd_output_adjoint(g: jax.Array, th: int, tw: int) -> jax.Array:
+    """The gradient of `_winograd_output` for its output's cotangent `g` (n, h, w, d)."""
+    n, h, w, d = g.shape
+    g = jnp.pad(g, ((0, 0), (0, 4 * th - h), (0, 4 * tw - w), (0, 0)))
+    g = g.reshape(n, th, 4, tw, 4, d)
+    down = jnp.stack([_combine(WINOGRAD_AT[:, a], [g[:, :, i] for i in range(4)])
+                      for a in range(6)])  # (6 row, n, th, tw, 4, d)
+    return jnp.stack([_combine(WINOGRAD_AT[:, b], [down[..., j, :] for j in range(4)])
+                      for b in range(6)])
+
+
+# U = G g G^T of a 3x3 kernel g, as one (36, 9) matrix: U[b, a] = G[a, i] g[i, j] G[b, j].
+_WINOGRAD_KERNEL = np.einsum("bj,ai->baij", WINOGRAD_G, WINOGRAD_G).reshape(36, 9)
+
+
+def _winograd(x, kernel, precision):
+    """The forward pass; returns the output and the transformed input and kernel."""
+    n, h, w, cin = x.shape
+    cout = kernel.shape[-1]
+    v = _winograd_input(x, precision)
+    u = jnp.dot(jnp.asarray(_WINOGRAD_KERNEL, kernel.dtype), kernel.reshape(9, cin * cout),
+                precision=precision).reshape(36, cin, cout)
+    m = jnp.einsum("pkc,pcd->pkd", v.reshape(36, -1, cin), u, precision=precision)
+    return _winograd_output(m.reshape(v.shape[:-1] + (cout,)), h, w, precision), (v, u)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def winograd_conv3x3_reflect(x: jax.Array, kernel: jax.Array, precision=lax.Precision.HIGHEST):
     """conv3x3_reflect by Winograd F(4x4, 3x3): 36 multiplications per 4x4 tile, not 144.
 
-    Every step is a slice, a transpose or a matrix product, which XLA compiles quickly
-    and differentiates into the same kinds of ops.
+    Y = A^T [U * V] A with V = B^T d B for the 6x6 input tiles d and U = G g G^T: the
+    transforms are products with the small matrices (quick to compile), the products
+    one batched matrix product. The gradient is written out (the transposed transforms
+    as stacked sums of strided slices, elementwise fusions, and the transposed products)
+    instead of differentiated: autodiff turned each tiling into pads and adds over 6x
+    the data, and at 64x64x256 the input gradient took 1.5x as long (benchmarks/ideas.py,
+    "gradients"). Written-out forward transforms were no faster and doubled the compile
+    time of a stylisation.
     """
-    n, h, w, cin = x.shape
-    cout = kernel.shape[-1]
-    th, tw = -(-h // 4), -(-w // 4)
-    rows = _transform(WINOGRAD_BT, _winograd_tiles(reflect_pad(x), 1, th), precision)
-    tiles = _winograd_tiles(rows, 3, tw)  # (6 s, 6 r, n, th, tw, cin)
-    v = _transform(WINOGRAD_BT, tiles, precision).reshape(36, n * th * tw, cin)
-    # U[s, r] = G[r, i] g[i, j] G[s, j], one (36, 9) x (9, cin * cout) product.
-    gg = np.einsum("sj,ri->srij", WINOGRAD_G, WINOGRAD_G).reshape(36, 9)
-    u = _transform(gg, kernel.reshape(9, cin, cout), precision)
-    m = jnp.einsum("pkc,pcd->pkd", v, u, precision=precision).reshape(6, 6, n, th, tw, cout)
-    y = _transform(WINOGRAD_AT, m, precision)  # (4 j, 6 r, ...)
-    y = _transform(WINOGRAD_AT, jnp.moveaxis(y, 1, 0), precision)  # (4 i, 4 j, n, th, tw, cout)
-    y = jnp.transpose(y, (2, 3, 0, 4, 1, 5)).reshape(n, 4 * th, 4 * tw, cout)
-    return y[:, :h, :w]
+    return _winograd(x, kernel, precision)[0]
+
+
+def _winograd_bwd(precision, saved, g):
+    v, u = saved
+    (h, w), (cin, cout) = g.shape[1:3], u.shape[1:]
+    dm = _winograd_output_adjoint(g, *v.shape[3:5]).reshape(36, -1, cout)
+    dv = jnp.einsum("pkd,pcd->pkc", dm, u, precision=precision)
+    dx = _winograd_input_adjoint(dv.reshape(v.shape), h, w)
+    du = jnp.einsum("pkc,pkd->pcd", v.reshape(36, -1, cin), dm, precision=precision)
+    dkernel = jnp.dot(jnp.asarray(_WINOGRAD_KERNEL.T, du.dtype), du.reshape(36, -1),
+                      precision=precision)
+    return dx, dkernel.reshape(3, 3, cin, cout)
+
+
+winograd_conv3x3_reflect.defvjp(_winograd, _winograd_bwd)
 
 
 def _taps(kernel: jax.Array) -> jax.Array:

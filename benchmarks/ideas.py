@@ -8,9 +8,9 @@
              shift-and-matmul (9 shifted views x matmul) and im2col + one dot
   pad        reflection padding: jnp.pad(mode="reflect") vs the static gather models.py uses
   precision  lax.Precision.HIGHEST vs DEFAULT for float32 convolutions on CPU
-  gradients  the decoder's last layer (64 -> 3) at train-step shape (batch 8): gradients of
-             the direct convolution, of the taps product differentiated by JAX, and the
-             taps product's written-out gradient (kept)
+  gradients  gradients of 3x3 layers at train-step shapes (batch 8): the direct convolution,
+             Winograd or the taps product differentiated by JAX, their written-out
+             gradients (kept)
   threshold  stylise 512² with Winograd from 64 / 128 / 256 input channels, or never
   flags      stylise 512² under XLA CPU option sets (fresh process each)
 
@@ -159,20 +159,23 @@ def ideas_precision(reps):
 
 
 def ideas_gradients(reps):
-    print("gradients of the decoder's last layer, 256² 64->3, batch 8 as in a train step; "
-          "a vjp of a linear op needs no forward")
+    print("gradients of 3x3 layers, batch 8 as in a train step: input only (the encoder on "
+          "g(t)), input and kernel (the decoder); a vjp of a linear op needs no forward")
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((8, 256, 256, 64), dtype=np.float32))
-    k = jnp.asarray(rng.standard_normal((3, 3, 64, 3), dtype=np.float32) / 24)
-    g = jnp.asarray(rng.standard_normal((8, 256, 256, 3), dtype=np.float32))
-    taps = models.taps_conv3x3_reflect
-    # taps.fun: the forward pass alone, which jax then differentiates
-    for label, fn in (("direct", direct), ("taps, differentiated", taps.fun),
-                      ("taps, written-out gradient (kept)", taps)):
-        input_grad = lambda x, k, g, fn=fn: jax.vjp(lambda x: fn(x, k), x)[1](g)
-        show(f"{label}: input", measure(input_grad, x, k, g, reps=reps))
-        both = lambda x, k, g, fn=fn: jax.vjp(fn, x, k)[1](g)
-        show(f"{label}: input and kernel", measure(both, x, k, g, reps=reps))
+    for side, cin, cout in ((64, 256, 256), (128, 128, 128), (128, 128, 64), (256, 64, 3)):
+        x = jnp.asarray(rng.standard_normal((8, side, side, cin), dtype=np.float32))
+        k = jnp.asarray(rng.standard_normal((3, 3, cin, cout), dtype=np.float32) / (3 * cin**0.5))
+        g = jnp.asarray(rng.standard_normal((8, side, side, cout), dtype=np.float32))
+        print(f" {side}² {cin}->{cout}")
+        name, fast = (("taps", models.taps_conv3x3_reflect) if cout <= models.TAPS_MAX_OUT_CHANNELS
+                      else ("winograd", models.winograd_conv3x3_reflect))
+        # .fun: the forward pass alone, which jax then differentiates
+        for label, fn in (("direct", direct), (f"{name}, differentiated", fast.fun),
+                          (f"{name}, written-out gradient (kept)", fast)):
+            input_grad = lambda x, k, g, fn=fn: jax.vjp(lambda x: fn(x, k), x)[1](g)
+            show(f"{label}: input", measure(input_grad, x, k, g, reps=reps))
+            both = lambda x, k, g, fn=fn: jax.vjp(fn, x, k)[1](g)
+            show(f"{label}: input and kernel", measure(both, x, k, g, reps=reps))
 
 
 def stylize_512(reps):

@@ -91,10 +91,9 @@ def np_conv3x3_reflect_grads(x, kernel, g):
 # partial tiles; 9 input channels: the transforms do not depend on how many.
 @pytest.mark.parametrize("h,w", [(2, 3), (4, 8), (13, 6)])
 def test_winograd_conv_matches_float64(h, w):
-    """F(4x4, 3x3) and its gradient (JAX's, through the tiling's slices) against the direct
-    float64 sums; tolerance 1e-5 relative L2 (float32 Winograd rounding lands near 1e-6; a
-    wrong transform entry, or overlapping tiles not added up in the gradient, is off by
-    O(1e-1) or more)."""
+    """F(4x4, 3x3) and its hand-written gradient against the direct float64 sums; tolerance
+    1e-5 relative L2 (float32 Winograd rounding lands near 1e-6; a wrong transform entry,
+    or overlapping tiles not added up in the gradient, is off by O(1e-1) or more)."""
     rng = np.random.default_rng(h * w)
     x = rng.standard_normal((2, h, w, 9)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 9, 5)).astype(np.float32)
