@@ -104,12 +104,17 @@ def _reflect_pad_gather(x: jax.Array) -> jax.Array:
     return x[:, _reflect_index(h)][:, :, _reflect_index(w)]
 
 
+def _pad_axis(x: jax.Array, axis: int, before: int, after: int) -> jax.Array:
+    """Zeros before and after `x` along one axis."""
+    return jnp.pad(x, [(0, 0)] * axis + [(before, after)] + [(0, 0)] * (x.ndim - axis - 1))
+
+
 def _fold_border(g: jax.Array, axis: int) -> jax.Array:
     """Adjoint of 1-pixel reflection padding along `axis`."""
     size = g.shape[axis] - 2
     first, last = _reflect_index(size)[[0, -1]]
-    widths = lambda at: [(0, 0)] * axis + [(at, size - 1 - at)] + [(0, 0)] * (g.ndim - axis - 1)
-    edge = lambda i, at: jnp.pad(lax.slice_in_dim(g, i, i + 1, axis=axis), widths(at))
+    edge = lambda i, at: _pad_axis(lax.slice_in_dim(g, i, i + 1, axis=axis), axis, at,
+                                   size - 1 - at)
     return lax.slice_in_dim(g, 1, size + 1, axis=axis) + edge(0, first) + edge(size + 1, last)
 
 
@@ -181,8 +186,7 @@ def _tile_rows(x: jax.Array, axis: int, tiles: int) -> list[jax.Array]:
 def _untile_rows(rows: list[jax.Array], axis: int, tiles: int) -> jax.Array:
     """Adjoint of `_tile_rows`: 4 * tiles + 2 rows, where neighbouring tiles overlap (rows 4
     and 5 of tile t are rows 0 and 1 of tile t + 1) their two contributions add up."""
-    pad = lambda z, before, after: jnp.pad(
-        z, [(0, 0)] * axis + [(before, after)] + [(0, 0)] * (z.ndim - axis - 1))
+    pad = lambda z, before, after: _pad_axis(z, axis, before, after)
     blocks = [pad(rows[a], 0, 1) + pad(rows[a + 4], 1, 0) if a < 2 else pad(rows[a], 0, 1)
               for a in range(4)]  # rows 4t + a for t in 0..tiles
     x = jnp.stack(blocks, axis=axis + 1)
