@@ -33,11 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import adain_jax  # noqa: E402  (first: sets XLA_FLAGS before JAX starts)
+from adain_jax import _malloc  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adain_jax import losses, models, train  # noqa: E402
+
+# As the command lines do (adain_jax/_malloc.py), before JAX's backend starts its threads;
+# it holds for torch in this process too. ADAIN_JAX_KEEP_MEMORY=0 measures without.
+KEEPS_FREED_MEMORY = _malloc.keep_freed_memory()
 
 SCALE = 2.5  # random weights that keep activations O(1), as tests/test_transfer.py
 CASES = ("stylize256", "stylize512", "cached512", "batch4", "train")
@@ -397,6 +402,7 @@ def machine() -> dict:
             "jax": jax.__version__,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg": os.getloadavg(),
+            "keeps_freed_memory": KEEPS_FREED_MEMORY,
             "date": datetime.date.today().isoformat()}
 
 

@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from adain_jax import __version__
+from adain_jax import __version__, _malloc
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 
@@ -127,8 +127,10 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
     command handles KeyboardInterrupt itself, to keep what it finished; one that escapes
     ends here. Either way the process leaves without the interpreter's shutdown: a Ctrl-C
     that lands while XLA compiles leaves the compilation running in a JAX thread, and
-    shutdown frees the runtime under it (a segfault, exit 139).
+    shutdown frees the runtime under it (a segfault, exit 139). First of all, glibc is told
+    to keep freed memory (`_malloc.keep_freed_memory`).
     """
+    _malloc.keep_freed_memory()  # before JAX starts its threads (see adain_jax/_malloc.py)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored
         signal.signal(signal.SIGINT, functools.partial(_exit_now, prog))
     try:
