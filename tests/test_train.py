@@ -183,7 +183,16 @@ def test_two_steps_match_the_ports_training_step():
 
 
 def test_float32_step_is_the_float64_step_to_rounding():
-    """The float32 program (Winograd and taps convolutions) at float32's conditioning."""
+    """The float32 program (Winograd and taps convolutions) at float32's conditioning.
+
+    Step 0's gradients are float64's to 2e-6 (relative L2, per tensor). Step 1's point is
+    a knife edge on AVX2 CPUs: there every decoder gradient is 2.8e-3 from float64 (and
+    from the direct convolutions' float32 program, 2e-6), while the same parameters scaled
+    by 1 +- 1e-4 give 4e-6 to 5e-6 (measured 2026-12-03, 2-core EPYC): one rounding on
+    the other side of a ReLU or max-pool edge, not a wrong gradient. Hence 2e-5 at step 0
+    and 5e-3 at step 1; a device sum instead of a mean, or a gradient missing a term, is
+    orders of magnitude further away.
+    """
     batches = uint8_batches(2)
     params, grads, metrics = our_training(np.float32, batches)
     adam_on_our_grads = torch_adam(params[0], grads)
@@ -192,7 +201,7 @@ def test_float32_step_is_the_float64_step_to_rounding():
         assert metrics[i]["loss_c"] == pytest.approx(ref_losses[0], rel=1e-5)
         assert metrics[i]["loss_s"] == pytest.approx(ref_losses[1], rel=1e-5)
         grad_err = per_tensor(ref.rel_l2, grads[i], ref_grads)
-        assert max(grad_err.values()) <= 2e-3, grad_err
+        assert max(grad_err.values()) <= (2e-5 if i == 0 else 5e-3), grad_err
         adam_err = per_tensor(ref.rel_l2, updates(params)[i], updates(adam_on_our_grads)[i])
         assert max(adam_err.values()) <= 1e-4, adam_err
 
