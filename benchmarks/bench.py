@@ -33,12 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import adain_jax  # noqa: E402  (first: sets XLA_FLAGS before JAX starts)
-from adain_jax import _malloc  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adain_jax import losses, models, train  # noqa: E402
+from adain_jax import _malloc, losses, models, train  # noqa: E402
 
 # As the command lines do (adain_jax/_malloc.py), before JAX's backend starts its threads;
 # it holds for torch in this process too. ADAIN_JAX_KEEP_MEMORY=0 measures without.
